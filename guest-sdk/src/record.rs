@@ -1,0 +1,266 @@
+//! Reading input records and building output records and inference requests.
+//!
+//! Everything here borrows from the record where it can: [`Record::json`] deserializes
+//! straight from the value bytes (borrowed `&str` fields work), and header lookups return
+//! slices of the record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Decision, Header, Output, PluginError, Record, Request, Tensor};
+
+impl Record {
+    /// Deserializes the record's value as JSON.
+    ///
+    /// # Errors
+    /// An [`PluginError::InvalidRecord`] saying what is wrong: `record has no value`,
+    /// `value is not valid JSON: …` (a syntax error, with line and column) or
+    /// `value does not match the expected fields: …` (e.g. `missing field `id``).
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, PluginError> {
+        let value = self
+            .value
+            .as_deref()
+            .ok_or_else(|| PluginError::InvalidRecord("record has no value".to_owned()))?;
+        serde_json::from_slice(value).map_err(|error| {
+            let what = if error.is_data() {
+                "value does not match the expected fields"
+            } else {
+                "value is not valid JSON"
+            };
+            PluginError::InvalidRecord(format!("{what}: {error}"))
+        })
+    }
+
+    /// The value of the header `name` (the last one if it repeats).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+
+    /// The value of the header `name` as text; `None` when absent or not UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+}
+
+impl Output {
+    /// An output record with this key and value, no headers, to the configured output topic.
+    pub fn new(key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Self {
+        Self {
+            key,
+            value,
+            headers: Vec::new(),
+            topic: None,
+        }
+    }
+
+    /// An output record whose value is `value` serialized as JSON.
+    ///
+    /// # Errors
+    /// A [`PluginError::Failed`] when `value` cannot be serialized (e.g. a map with
+    /// non-string keys).
+    pub fn json<T: Serialize + ?Sized>(
+        key: Option<Vec<u8>>,
+        value: &T,
+    ) -> Result<Self, PluginError> {
+        let value = serde_json::to_vec(value).map_err(|error| {
+            PluginError::Failed(format!(
+                "cannot serialize the output value as JSON: {error}"
+            ))
+        })?;
+        Ok(Self::new(key, Some(value)))
+    }
+
+    /// Adds a header; text converts with `.to_string()` or directly from `&str`/`String`.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Sends this record to `topic` instead of the configured output topic.
+    #[must_use]
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// The value of the header `name` (the last one if it repeats).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+
+    /// The value of the header `name` as text; `None` when absent or not UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+}
+
+impl Request {
+    /// A request for every output of the backend's default signature.
+    pub fn new(inputs: Vec<Tensor>) -> Self {
+        Self {
+            inputs,
+            signature: None,
+            output_filter: Vec::new(),
+        }
+    }
+
+    /// Calls the signature `name` instead of the backend's default one.
+    #[must_use]
+    pub fn with_signature(mut self, name: impl Into<String>) -> Self {
+        self.signature = Some(name.into());
+        self
+    }
+
+    /// Asks for these outputs only.
+    #[must_use]
+    pub fn with_outputs<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.output_filter = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+impl From<Request> for Decision {
+    fn from(request: Request) -> Self {
+        Self::Infer(request)
+    }
+}
+
+fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .rev()
+        .find(|header| header.key == name)
+        .map(|header| header.value.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    fn record(value: Option<&str>) -> Record {
+        Record {
+            topic: "in".to_owned(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            value: value.map(|v| v.as_bytes().to_vec()),
+            headers: vec![
+                Header {
+                    key: "trace".to_owned(),
+                    value: b"one".to_vec(),
+                },
+                Header {
+                    key: "trace".to_owned(),
+                    value: b"two".to_vec(),
+                },
+                Header {
+                    key: "raw".to_owned(),
+                    value: vec![0xff],
+                },
+            ],
+        }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Txn<'a> {
+        id: u64,
+        merchant: &'a str,
+    }
+
+    #[test]
+    fn json_borrows_from_the_value() {
+        let record = record(Some(r#"{"id": 7, "merchant": "acme"}"#));
+        assert_eq!(
+            record.json::<Txn<'_>>(),
+            Ok(Txn {
+                id: 7,
+                merchant: "acme"
+            })
+        );
+    }
+
+    #[test]
+    fn json_errors_say_what_is_wrong() {
+        let err = |value| record(value).json::<Txn<'_>>().map(|_| ());
+        assert_eq!(
+            err(None),
+            Err(PluginError::InvalidRecord("record has no value".to_owned()))
+        );
+        assert_eq!(
+            err(Some("hello")),
+            Err(PluginError::InvalidRecord(
+                "value is not valid JSON: expected value at line 1 column 1".to_owned()
+            ))
+        );
+        assert_eq!(
+            err(Some(r#"{"id": 7"#)),
+            Err(PluginError::InvalidRecord(
+                "value is not valid JSON: EOF while parsing an object at line 1 column 8"
+                    .to_owned()
+            ))
+        );
+        assert_eq!(
+            err(Some(r#"{"id": 7}"#)),
+            Err(PluginError::InvalidRecord(
+                "value does not match the expected fields: missing field `merchant` at line 1 column 9"
+                    .to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn headers_by_name() {
+        let record = record(None);
+        assert_eq!(record.header("trace"), Some(&b"two"[..]));
+        assert_eq!(record.header_str("trace"), Some("two"));
+        assert_eq!(record.header("raw"), Some(&[0xff][..]));
+        assert_eq!(record.header_str("raw"), None);
+        assert_eq!(record.header("absent"), None);
+    }
+
+    #[test]
+    fn output_json_with_headers_and_topic() {
+        let output = Output::json(Some(b"k".to_vec()), &serde_json::json!({"a": 1}))
+            .expect("serializable")
+            .with_header("offset", 42.to_string())
+            .with_header("kind", "score")
+            .with_topic("alerts");
+        assert_eq!(output.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(output.value.as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(output.header_str("offset"), Some("42"));
+        assert_eq!(output.header_str("kind"), Some("score"));
+        assert_eq!(output.topic.as_deref(), Some("alerts"));
+    }
+
+    #[test]
+    fn output_json_reports_unserializable_values() {
+        let map = std::collections::BTreeMap::from([((1, 2), "x")]);
+        assert!(matches!(
+            Output::json(None, &map),
+            Err(PluginError::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn request_builder() {
+        let tensor = Tensor::f32("x", [1], [1.0]).expect("valid");
+        let decision: Decision = Request::new(vec![tensor])
+            .with_signature("serving_default")
+            .with_outputs(["p"])
+            .into();
+        let Decision::Infer(request) = decision else {
+            panic!("expected an inference request");
+        };
+        assert_eq!(request.signature.as_deref(), Some("serving_default"));
+        assert_eq!(request.output_filter, ["p"]);
+        assert_eq!(request.inputs.len(), 1);
+    }
+}

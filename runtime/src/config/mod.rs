@@ -1,0 +1,442 @@
+//! Configuration: a TOML file, then `key=value` overrides from the environment and the command
+//! line, read into typed [`Settings`]. Reading never stops at the first problem: every unknown
+//! key, missing key and ill-typed value is reported at once, each with its key path. Defaults
+//! live in [`defaults`] and nowhere else.
+
+mod overrides;
+mod reader;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use overrides::{ENV_PREFIX, Override};
+pub use reader::Problem;
+use reader::Section;
+
+/// Every default, in one place.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const MODEL_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const MODEL_MAX_IN_FLIGHT: usize = 32;
+    pub const PLUGIN_MEMORY_LIMIT: u64 = 64 << 20;
+    pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const PLUGIN_WORKERS: usize = 1;
+    pub const BATCH_SIZE: usize = 256;
+    pub const LINGER: Duration = Duration::from_millis(5);
+    pub const MAX_PENDING: usize = 10_000;
+    pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+/// librdkafka properties the runtime sets itself; setting them in a pass-through map would break
+/// the delivery guarantee or the wiring, so they are refused.
+const OWNED_CONSUMER_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+];
+const OWNED_PRODUCER_KEYS: &[&str] = &["bootstrap.servers"];
+
+/// The validated configuration of one runtime.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub model: ModelSettings,
+    pub plugin: PluginSettings,
+    pub pipeline: PipelineSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    /// How long to wait for the broker at start-up before refusing to start.
+    pub startup_timeout: Duration,
+    /// Passed to librdkafka's consumer as they are.
+    pub consumer: Passthrough,
+    /// Passed to librdkafka's producer as they are.
+    pub producer: Passthrough,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    /// `http://host:port` of a TensorFlow Serving-compatible gRPC endpoint.
+    pub endpoint: String,
+    pub name: String,
+    /// A fixed model version; the server's latest when `None`.
+    pub version: Option<i64>,
+    /// The signature to call when the plugin names none; the server's default when `None`.
+    pub signature: Option<String>,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Calls in flight at once.
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub path: PathBuf,
+    /// Linear memory one instance may grow to, in bytes.
+    pub memory_limit: u64,
+    /// Wall-clock limit of one call into the plugin.
+    pub call_timeout: Duration,
+    /// Threads running plugin instances.
+    pub workers: usize,
+    /// Handed to the plugin's `configure`.
+    pub settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Records handed to the plugin in one call.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more records.
+    pub linger: Duration,
+    /// Records consumed but not yet finished; consumption pauses at this bound.
+    pub max_pending: usize,
+    /// Batches being processed at once.
+    pub max_batches_in_flight: usize,
+    /// How long shutdown may take to drain in-flight records.
+    pub shutdown_timeout: Duration,
+}
+
+/// librdkafka properties; values of keys that look secret are hidden from `Debug`.
+#[derive(Clone, Default)]
+pub struct Passthrough(pub Vec<(String, String)>);
+
+impl fmt::Debug for Passthrough {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in &self.0 {
+            let secret = ["password", "secret", "token", "key"]
+                .iter()
+                .any(|s| k.contains(s));
+            map.entry(k, if secret { &"<redacted>" } else { v });
+        }
+        map.finish()
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("bad override: {0}")]
+    Override(String),
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads `path`, applies environment then command-line overrides, and validates the result.
+///
+/// # Errors
+/// [`ConfigError`] naming the file, the override, or every invalid key.
+pub fn load(
+    path: &Path,
+    plugin: &Path,
+    args: &[String],
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut overrides = overrides::from_env(env);
+    for arg in args {
+        overrides.push(overrides::parse(arg).map_err(ConfigError::Override)?);
+    }
+    from_str(&text, path, plugin, &overrides)
+}
+
+/// Parses and validates configuration text; `path` is used in messages only.
+///
+/// # Errors
+/// As [`load`].
+pub fn from_str(
+    text: &str,
+    path: &Path,
+    plugin: &Path,
+    overrides: &[Override],
+) -> Result<Settings, ConfigError> {
+    let mut root: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    for ov in overrides {
+        overrides::apply(&mut root, ov).map_err(ConfigError::Override)?;
+    }
+    let mut problems = Vec::new();
+    let settings = read(root, plugin, &mut problems);
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}
+
+fn read(root: toml::Table, plugin: &Path, problems: &mut Vec<Problem>) -> Settings {
+    let mut root = Section::new("", root, problems);
+    let kafka = read_kafka(root.section("kafka"));
+    let model = read_model(root.section("model"));
+    let plugin = read_plugin(root.section("plugin"), plugin);
+    let pipeline = read_pipeline(root.section("pipeline"));
+    Settings {
+        kafka,
+        model,
+        plugin,
+        pipeline,
+    }
+}
+
+fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
+    let brokers = s.string("brokers");
+    let group_id = s.string("group-id");
+    let input_topic = s.string("input-topic");
+    let output_topic = s.string("output-topic");
+    let dead_letter_topic = s.string("dead-letter-topic");
+    if !dead_letter_topic.is_empty() && dead_letter_topic == input_topic {
+        s.problem("dead-letter-topic", "must differ from input-topic");
+    }
+    if !output_topic.is_empty() && output_topic == input_topic {
+        s.problem("output-topic", "must differ from input-topic");
+    }
+    let startup_timeout = s.duration("startup-timeout", defaults::STARTUP_TIMEOUT);
+    let consumer = passthrough(&mut s, "consumer", OWNED_CONSUMER_KEYS);
+    let producer = passthrough(&mut s, "producer", OWNED_PRODUCER_KEYS);
+    KafkaSettings {
+        brokers,
+        group_id,
+        input_topic,
+        output_topic,
+        dead_letter_topic,
+        startup_timeout,
+        consumer,
+        producer,
+    }
+}
+
+fn passthrough(s: &mut Section<'_>, key: &str, owned: &[&str]) -> Passthrough {
+    Passthrough(s.section(key).string_map(owned))
+}
+
+fn read_model(mut s: Section<'_>) -> ModelSettings {
+    let endpoint = s.string("endpoint");
+    let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !endpoint.is_empty() && !is_url {
+        s.problem(
+            "endpoint",
+            format!("expected a URL like \"http://127.0.0.1:8500\", found {endpoint:?}"),
+        );
+    }
+    let name = s.string("name");
+    let version = match s.optional_integer("version") {
+        Some(v) if v < 0 => {
+            s.problem("version", format!("must not be negative, found {v}"));
+            None
+        }
+        v => v,
+    };
+    ModelSettings {
+        endpoint,
+        name,
+        version,
+        signature: s.optional_string("signature"),
+        timeout: s.duration("timeout", defaults::MODEL_TIMEOUT),
+        connect_timeout: s.duration("connect-timeout", defaults::MODEL_CONNECT_TIMEOUT),
+        max_in_flight: s.count("max-in-flight", defaults::MODEL_MAX_IN_FLIGHT, 4096),
+    }
+}
+
+fn read_plugin(mut s: Section<'_>, path: &Path) -> PluginSettings {
+    let memory_limit = s.bytes("memory-limit", defaults::PLUGIN_MEMORY_LIMIT);
+    if memory_limit < 1 << 20 {
+        s.problem(
+            "memory-limit",
+            format!("must be at least 1MiB, found {memory_limit} bytes"),
+        );
+    }
+    PluginSettings {
+        path: path.to_owned(),
+        memory_limit,
+        call_timeout: s.duration("call-timeout", defaults::PLUGIN_CALL_TIMEOUT),
+        workers: s.count("workers", defaults::PLUGIN_WORKERS, 64),
+        settings: s.section("settings").string_map(&[]),
+    }
+}
+
+fn read_pipeline(mut s: Section<'_>) -> PipelineSettings {
+    let batch_size = s.count("batch-size", defaults::BATCH_SIZE, 65_536);
+    let max_pending = s.count("max-pending", defaults::MAX_PENDING, 10_000_000);
+    if max_pending < batch_size {
+        s.problem(
+            "max-pending",
+            format!("must be at least batch-size ({batch_size}), found {max_pending}"),
+        );
+    }
+    PipelineSettings {
+        batch_size,
+        linger: s.duration("linger", defaults::LINGER),
+        max_pending,
+        max_batches_in_flight: s.count(
+            "max-batches-in-flight",
+            defaults::MAX_BATCHES_IN_FLIGHT,
+            1024,
+        ),
+        shutdown_timeout: s.duration("shutdown-timeout", defaults::SHUTDOWN_TIMEOUT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        group-id = "g"
+        input-topic = "in"
+        output-topic = "out"
+        dead-letter-topic = "dlq"
+        [model]
+        endpoint = "http://127.0.0.1:8500"
+        name = "fraud"
+    "#;
+
+    fn parse(text: &str, args: &[&str]) -> Result<Settings, ConfigError> {
+        let ovs: Vec<Override> = args
+            .iter()
+            .map(|a| overrides::parse(a).expect("valid override"))
+            .collect();
+        from_str(text, Path::new("test.toml"), Path::new("p.wasm"), &ovs)
+    }
+
+    fn problems(err: ConfigError) -> Vec<String> {
+        match err {
+            ConfigError::Invalid { problems, .. } => {
+                problems.into_iter().map(|p| p.to_string()).collect()
+            }
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let s = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(s.model.timeout, defaults::MODEL_TIMEOUT);
+        assert_eq!(s.pipeline.batch_size, defaults::BATCH_SIZE);
+        assert_eq!(s.plugin.memory_limit, defaults::PLUGIN_MEMORY_LIMIT);
+        assert_eq!(s.model.version, None);
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../../../config/fraud.toml");
+        let s = parse(text, &[]).expect("config/fraud.toml is valid");
+        assert_eq!(
+            s.plugin.settings,
+            [("threshold".to_owned(), "0.5".to_owned())]
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let s = parse(
+            MINIMAL,
+            &[
+                "model.version=2",
+                "kafka.brokers=10.0.0.1:9093",
+                "model.timeout=\"250ms\"",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.model.version, Some(2));
+        assert_eq!(s.kafka.brokers, "10.0.0.1:9093");
+        assert_eq!(s.model.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn all_problems_are_listed_together() {
+        let text =
+            format!("{MINIMAL}\nbogus = 1\n[pipeline]\nbatch-size = \"many\"\nlinger = \"soon\"\n");
+        let found = problems(parse(&text, &["model.version=-1"]).expect_err("invalid"));
+        let joined = found.join("\n");
+        for key in [
+            "model.version",
+            "pipeline.batch-size",
+            "pipeline.linger",
+            "bogus",
+        ] {
+            assert!(
+                joined.contains(&format!("{key}:")),
+                "missing {key} in:\n{joined}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let found = problems(parse("[kafka]\n[model]\n", &[]).expect_err("invalid"));
+        assert!(
+            found.contains(&"kafka.brokers: required, not set".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"model.endpoint: required, not set".to_owned()),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn runtime_owned_kafka_properties_are_refused() {
+        let text = format!("{MINIMAL}\n[kafka.consumer]\n\"enable.auto.offset.store\" = true\n");
+        let found = problems(parse(&text, &[]).expect_err("invalid"));
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("kafka.consumer.\"enable.auto.offset.store\""),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_debug() {
+        let p = Passthrough(vec![
+            ("sasl.password".into(), "hunter2".into()),
+            ("linger.ms".into(), "5".into()),
+        ]);
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("linger.ms"), "{shown}");
+    }
+}

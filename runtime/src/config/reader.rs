@@ -1,0 +1,328 @@
+//! A walker over a parsed TOML table that reads typed values and collects every problem it meets,
+//! each with its full key path, instead of stopping at the first one. Whatever keys are left in a
+//! table once its section has been read are reported as unknown.
+
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `model.timeout`.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Reads the keys of one table; `problems` is shared by all sections of one configuration.
+pub(crate) struct Section<'p> {
+    path: String,
+    table: Table,
+    problems: &'p mut Vec<Problem>,
+}
+
+impl<'p> Section<'p> {
+    pub(crate) fn new(path: &str, table: Table, problems: &'p mut Vec<Problem>) -> Self {
+        Self {
+            path: path.to_owned(),
+            table,
+            problems,
+        }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        join_key(&self.path, key)
+    }
+
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let key = self.key_path(key);
+        self.problems.push(Problem {
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// Takes a value out of the table; `None` when absent.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.table.remove(key)
+    }
+
+    /// Reads a sub-table, which is empty when absent.
+    pub(crate) fn section(&mut self, key: &str) -> Section<'_> {
+        let path = self.key_path(key);
+        let table = match self.take(key) {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(other) => {
+                self.problem(key, format!("expected a table, found {}", describe(&other)));
+                Table::new()
+            }
+        };
+        Section {
+            path,
+            table,
+            problems: self.problems,
+        }
+    }
+
+    /// Reads a required non-empty string.
+    pub(crate) fn string(&mut self, key: &str) -> String {
+        if !self.table.contains_key(key) {
+            self.problem(key, "required, not set");
+            return String::new();
+        }
+        self.optional_string(key).unwrap_or_default()
+    }
+
+    pub(crate) fn optional_string(&mut self, key: &str) -> Option<String> {
+        match self.take(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s),
+            Value::String(_) => {
+                self.problem(key, "must not be empty");
+                None
+            }
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a string, found {}", describe(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn optional_integer(&mut self, key: &str) -> Option<i64> {
+        match self.take(key)? {
+            Value::Integer(i) => Some(i),
+            other => {
+                self.problem(
+                    key,
+                    format!("expected an integer, found {}", describe(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads a positive integer no larger than `max`, `default` when absent.
+    pub(crate) fn count(&mut self, key: &str, default: usize, max: usize) -> usize {
+        match self.optional_integer(key) {
+            None => default,
+            Some(i) if i >= 1 && usize::try_from(i).is_ok_and(|n| n <= max) => i as usize,
+            Some(i) => {
+                self.problem(
+                    key,
+                    format!("expected an integer from 1 to {max}, found {i}"),
+                );
+                default
+            }
+        }
+    }
+
+    /// Reads a duration written like `"250ms"` or `"2s"`, `default` when absent.
+    pub(crate) fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        match self.take(key) {
+            None => default,
+            Some(Value::String(s)) => match humantime::parse_duration(s.trim()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.problem(key, "must be longer than zero");
+                    default
+                }
+                Err(e) => {
+                    self.problem(
+                        key,
+                        format!("expected a duration like \"250ms\" or \"2s\", found {s:?} ({e})"),
+                    );
+                    default
+                }
+            },
+            Some(other) => {
+                self.problem(
+                    key,
+                    format!(
+                        "expected a duration like \"250ms\" or \"2s\", found {}",
+                        describe(&other)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// Reads a byte size written like `"64MiB"`, `"512KiB"` or a plain integer of bytes.
+    pub(crate) fn bytes(&mut self, key: &str, default: u64) -> u64 {
+        let expected = "expected a size like \"64MiB\", \"512KiB\" or a number of bytes";
+        match self.take(key) {
+            None => default,
+            Some(Value::Integer(i)) if i > 0 => i as u64,
+            Some(Value::String(s)) => match parse_size(&s) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    self.problem(key, format!("{expected}, found {s:?}"));
+                    default
+                }
+            },
+            Some(other) => {
+                self.problem(key, format!("{expected}, found {}", describe(&other)));
+                default
+            }
+        }
+    }
+
+    /// Reads every entry of this section as a string (numbers and booleans are written out as
+    /// TOML spells them), for maps passed on as they are. Keys in `refused` are reported.
+    pub(crate) fn string_map(mut self, refused: &[&str]) -> Vec<(String, String)> {
+        let table = std::mem::take(&mut self.table);
+        let mut out = Vec::with_capacity(table.len());
+        for (key, value) in table {
+            if refused.contains(&key.as_str()) {
+                self.problem(&key, "is set by the runtime and cannot be set here");
+                continue;
+            }
+            match value {
+                Value::String(s) => out.push((key, s)),
+                Value::Integer(i) => out.push((key, i.to_string())),
+                Value::Float(f) => out.push((key, f.to_string())),
+                Value::Boolean(b) => out.push((key, b.to_string())),
+                other => self.problem(
+                    &key,
+                    format!(
+                        "expected a string, number or boolean, found {}",
+                        describe(&other)
+                    ),
+                ),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Section<'_> {
+    /// Whatever was not read is unknown to the runtime.
+    fn drop(&mut self) {
+        let unknown: Vec<String> = self.table.keys().cloned().collect();
+        for key in unknown {
+            self.problem(&key, "unknown key");
+        }
+    }
+}
+
+/// Joins a table path and a key, quoting keys that contain dots.
+pub(crate) fn join_key(path: &str, key: &str) -> String {
+    let key = if key.contains('.') {
+        format!("\"{key}\"")
+    } else {
+        key.to_owned()
+    };
+    if path.is_empty() {
+        key
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Integer(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Boolean(b) => format!("the boolean {b}"),
+        Value::Datetime(d) => format!("the date {d}"),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(src: &str) -> Table {
+        src.parse().expect("test TOML parses")
+    }
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let mut problems = Vec::new();
+        {
+            let mut root = Section::new(
+                "",
+                table("[model]\ntimeout = 5\nname = \"\"\nextra = 1\n"),
+                &mut problems,
+            );
+            let mut model = root.section("model");
+            model.duration("timeout", Duration::from_secs(1));
+            model.string("name");
+            model.string("endpoint");
+        }
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "model.timeout",
+                "model.name",
+                "model.endpoint",
+                "model.extra"
+            ]
+        );
+        assert!(problems[0].message.contains("duration"), "{}", problems[0]);
+        assert!(problems[3].message.contains("unknown key"));
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        let mut problems = Vec::new();
+        {
+            let mut s = Section::new("pipeline", table("a = 0\nb = 7\n"), &mut problems);
+            assert_eq!(s.count("a", 3, 10), 3);
+            assert_eq!(s.count("b", 3, 10), 7);
+            assert_eq!(s.count("c", 3, 10), 3);
+        }
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "pipeline.a");
+    }
+
+    #[test]
+    fn dotted_keys_are_quoted_in_paths() {
+        assert_eq!(
+            join_key("kafka.consumer", "session.timeout.ms"),
+            "kafka.consumer.\"session.timeout.ms\""
+        );
+        assert_eq!(join_key("", "model"), "model");
+    }
+}

@@ -1,0 +1,105 @@
+//! A runtime for streaming model inference, extensible with WebAssembly.
+//!
+//! A record's path through the modules:
+//!
+//! ```text
+//!  Kafka ──► source ──► pipeline ──► plugin.prepare ──► inference ──► plugin.complete ──► sink ──► Kafka
+//!              ▲            │            (Wasm)         (gRPC model)      (Wasm)           │
+//!              └─ offsets ◄─┴──────────────── acknowledged, or dead-lettered ◄────────────┘
+//! ```
+//!
+//! - [`config`]: the TOML file and `key=value` overrides, read into typed [`config::Settings`].
+//! - [`source`]: the Kafka consumer; offsets are stored only when the pipeline allows.
+//! - [`pipeline`]: batches records, runs them through the stages with every queue bounded, and
+//!   finishes each record once its outputs are acknowledged.
+//! - [`plugin`]: the WebAssembly host: the contract in `wit/`, sandbox limits, instance rebuilds.
+//! - [`inference`]: the model-server client (TensorFlow Serving's `PredictionService`).
+//! - [`sink`]: the Kafka producer for outputs and dead letters.
+//! - [`offsets`]: which offsets may be committed, given records finishing out of order.
+//! - [`failure`]: why a record was dead-lettered, as its headers say.
+//! - [`metrics`]: counters of what happened.
+//!
+//! Delivery is at-least-once: an offset is committed only when every record below it has its
+//! outputs acknowledged by the broker or its dead letter written. A record that the plugin or the
+//! model cannot handle goes to the dead-letter topic with the reason; nothing is dropped.
+
+pub mod config;
+pub mod failure;
+pub mod inference;
+pub mod metrics;
+pub mod offsets;
+pub mod pipeline;
+pub mod plugin;
+pub mod sink;
+pub mod source;
+
+use std::future::Future;
+
+use config::Settings;
+use inference::Inference;
+use metrics::Summary;
+use pipeline::Pipeline;
+use plugin::{PluginHost, PluginPool};
+use sink::Sink;
+use source::Source;
+
+/// Why the runtime did not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Every check that failed at start-up, each a full sentence.
+    #[error("cannot start:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Startup(Vec<String>),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+}
+
+/// Starts every part, checking the plugin, the model server and the broker together so that
+/// every problem is reported at once, then runs the pipeline until `shutdown` resolves.
+///
+/// # Errors
+/// [`RunError::Startup`] listing every failed start-up check, or the pipeline's error.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<Summary, RunError> {
+    let plugin_settings = settings.plugin.clone();
+    let plugin = tokio::task::spawn_blocking(move || {
+        let host = PluginHost::new()?;
+        let loaded = host.load(&plugin_settings)?;
+        PluginPool::start(loaded, plugin_settings.workers)
+    });
+    let (plugin, inference, sink, source) = tokio::join!(
+        plugin,
+        Inference::connect(&settings.model),
+        Sink::connect(&settings.kafka),
+        Source::connect(&settings.kafka),
+    );
+    let mut problems = Vec::new();
+    let plugin = match plugin {
+        Ok(Ok(pool)) => Some(pool),
+        Ok(Err(e)) => {
+            problems.push(e.to_string());
+            None
+        }
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let inference = inference.map_err(|e| problems.push(e.to_string())).ok();
+    let sink = sink.map_err(|e| problems.push(e.to_string())).ok();
+    let source = source.map_err(|e| problems.push(e.to_string())).ok();
+    let (Some(plugin), Some(inference), Some(sink), Some(source)) =
+        (plugin, inference, sink, source)
+    else {
+        return Err(RunError::Startup(problems));
+    };
+    tracing::info!(
+        plugin = %settings.plugin.path.display(),
+        input = %settings.kafka.input_topic,
+        output = %settings.kafka.output_topic,
+        model = %settings.model.name,
+        "running"
+    );
+    let summary = Pipeline::new(source, sink, plugin, inference, settings.pipeline)
+        .run(shutdown)
+        .await?;
+    Ok(summary)
+}

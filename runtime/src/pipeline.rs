@@ -1,0 +1,381 @@
+//! The pipeline: records from the [`Source`] in batches, through the plugin and the model, to
+//! the [`Sink`], with offsets stored only behind finished records.
+//!
+//! Three loops cooperate:
+//! - the reader pulls records, one permit of `max-pending` each, and cuts batches at
+//!   `batch-size` records or after `linger`;
+//! - up to `max-batches-in-flight` batches are processed concurrently (prepare, model calls,
+//!   complete), and their outcomes are produced in consumption order;
+//! - each record's acknowledgements are awaited; when all are in, the record is finished, its
+//!   permit returns, and the offset tracker may advance the partition's stored offset.
+//!
+//! Nothing is unbounded: the permits cap records in memory, the bounded channel caps batches
+//! waiting, the model client caps calls in flight. Shutdown stops the reader, lets every batch
+//! in flight finish and be acknowledged (within `shutdown-timeout`), then commits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::PipelineSettings;
+use crate::failure::Failure;
+use crate::inference::Inference;
+use crate::metrics::{Counters, Summary};
+use crate::offsets::OffsetTracker;
+use crate::plugin::types::{Completion, Decision, InputRecord, OutputRecord};
+use crate::plugin::{PluginError, PluginPool};
+use crate::sink::{Pending, Sink, SinkError};
+use crate::source::Source;
+
+/// How often the counters are logged.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the pipeline stopped before its shutdown was asked for, or could not finish it.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("shutdown did not finish within {0:?}; unfinished records will be read again")]
+    ShutdownTimeout(Duration),
+}
+
+/// One input record and what became of it.
+struct Outcome {
+    record: InputRecord,
+    result: Result<Vec<OutputRecord>, Failure>,
+}
+
+/// A record's place in its partition, to finish it once acknowledged.
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// What processing a batch needs, shared by the batches in flight.
+struct Stages {
+    plugin: PluginPool,
+    inference: Inference,
+    counters: Arc<Counters>,
+}
+
+/// The assembled pipeline, ready to run.
+pub struct Pipeline {
+    source: Arc<Source>,
+    sink: Sink,
+    stages: Arc<Stages>,
+    settings: PipelineSettings,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub fn new(
+        source: Source,
+        sink: Sink,
+        plugin: PluginPool,
+        inference: Inference,
+        settings: PipelineSettings,
+    ) -> Self {
+        let stages = Arc::new(Stages {
+            plugin,
+            inference,
+            counters: Arc::new(Counters::default()),
+        });
+        Self {
+            source: Arc::new(source),
+            sink,
+            stages,
+            settings,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then drains and commits.
+    ///
+    /// # Errors
+    /// [`PipelineError`] when a plugin instance cannot be rebuilt, the broker refuses or loses
+    /// records, or draining takes longer than `shutdown-timeout`. Offsets of finished records are
+    /// committed in every case, so a restart reads the unfinished ones again.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<Summary, PipelineError> {
+        let (stop, stopped) = watch::channel(false);
+        let (batches_tx, batches) = mpsc::channel(2);
+        let permits = Arc::new(Semaphore::new(self.settings.max_pending));
+        let reader = tokio::spawn(read(
+            self.source.clone(),
+            batches_tx,
+            permits.clone(),
+            self.stages.counters.clone(),
+            self.settings.clone(),
+            stopped,
+        ));
+        let result = self.drive(batches, &permits, &stop, shutdown).await;
+        let _ = stop.send(true);
+        reader.abort();
+        let flushed = self.sink.flush(self.settings.shutdown_timeout);
+        if let Err(error) = self.source.commit() {
+            tracing::error!(%error, "final offset commit failed; the next run reads those records again");
+        }
+        self.source.close();
+        let summary = self.stages.counters.summary();
+        match Arc::try_unwrap(self.stages) {
+            Ok(stages) => stages.plugin.shutdown(),
+            Err(_) => tracing::debug!("plugin workers still referenced at shutdown"),
+        }
+        result?;
+        flushed?;
+        Ok(summary)
+    }
+
+    async fn drive(
+        &self,
+        mut batches: mpsc::Receiver<Vec<InputRecord>>,
+        permits: &Semaphore,
+        stop: &watch::Sender<bool>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), PipelineError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tracker = OffsetTracker::new();
+        let mut processing = FuturesOrdered::new();
+        let mut acks = FuturesUnordered::new();
+        let mut input_open = true;
+        let mut drain_deadline: Option<Instant> = None;
+        let mut report = tokio::time::interval(REPORT_EVERY);
+        report.tick().await;
+        loop {
+            if !input_open && processing.is_empty() && acks.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if drain_deadline.is_none() => {
+                    tracing::info!(open = tracker.open(), "shutting down: draining records in flight");
+                    drain_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
+                    let _ = stop.send(true);
+                }
+                () = sleep_until(drain_deadline) => {
+                    return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
+                }
+                Some(acked) = acks.next() => {
+                    let Position { topic, partition, offset } = acked?;
+                    permits.add_permits(1);
+                    if let Some(last) = tracker.finished(&topic, partition, offset) {
+                        self.source.finished_up_to(&topic, partition, last);
+                    }
+                }
+                Some(outcomes) = processing.next() => {
+                    let outcomes: Vec<Outcome> = outcomes?;
+                    for outcome in outcomes {
+                        acks.push(self.produce(outcome).await?);
+                    }
+                }
+                batch = batches.recv(), if input_open && processing.len() < self.settings.max_batches_in_flight => {
+                    match batch {
+                        Some(records) => {
+                            for r in &records {
+                                tracker.consumed(&r.topic, r.partition, r.offset);
+                            }
+                            processing.push_back(process(self.stages.clone(), records));
+                        }
+                        None => input_open = false,
+                    }
+                }
+                _ = report.tick() => {
+                    let s = self.stages.counters.summary();
+                    tracing::info!(
+                        consumed = s.consumed, produced = s.produced, dead_lettered = s.dead_lettered,
+                        skipped = s.skipped, model_calls = s.model_calls, model_failures = s.model_failures,
+                        open = tracker.open(), "progress"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Enqueues a record's outputs (or its dead letter) and returns the wait for their
+    /// acknowledgements.
+    async fn produce(
+        &self,
+        outcome: Outcome,
+    ) -> Result<impl Future<Output = Result<Position, SinkError>> + use<>, SinkError> {
+        let Outcome { record, result } = outcome;
+        let counters = &self.stages.counters;
+        let mut pending: Vec<Pending> = Vec::new();
+        match result {
+            Ok(outputs) if outputs.is_empty() => counters.skipped(),
+            Ok(outputs) => {
+                pending.reserve(outputs.len());
+                for output in &outputs {
+                    pending.push(self.sink.send(output).await?);
+                }
+                counters.produced(outputs.len() as u64);
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    topic = %record.topic, partition = record.partition, offset = record.offset,
+                    reason = failure.reason, fault = %failure.fault, error = %failure.message,
+                    "record sent to the dead-letter topic"
+                );
+                pending.push(self.sink.send_dead_letter(&record, &failure).await?);
+                counters.dead_lettered();
+            }
+        }
+        let position = Position {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+        };
+        Ok(async move {
+            for p in pending {
+                p.acknowledged().await?;
+            }
+            Ok(position)
+        })
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads records into batches until told to stop; sends the partial batch before leaving.
+async fn read(
+    source: Arc<Source>,
+    batches: mpsc::Sender<Vec<InputRecord>>,
+    permits: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    settings: PipelineSettings,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut batch = Vec::with_capacity(settings.batch_size);
+    let mut flush_at: Option<Instant> = None;
+    let mut permit = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped.changed() => break,
+            () = sleep_until(flush_at) => {
+                flush_at = None;
+                if send(&batches, &mut batch, settings.batch_size).await.is_err() {
+                    return;
+                }
+            }
+            acquired = permits.clone().acquire_owned(), if permit.is_none() => match acquired {
+                Ok(p) => permit = Some(p),
+                Err(_) => break,
+            },
+            record = source.next(), if permit.is_some() => {
+                // The permit returns when the record is finished, not when this one drops.
+                if let Some(p) = permit.take() {
+                    p.forget();
+                }
+                counters.consumed(1);
+                batch.push(record);
+                if batch.len() == 1 {
+                    flush_at = Some(Instant::now() + settings.linger);
+                }
+                if batch.len() >= settings.batch_size {
+                    flush_at = None;
+                    if send(&batches, &mut batch, settings.batch_size).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let _ = send(&batches, &mut batch, settings.batch_size).await;
+}
+
+async fn send(
+    batches: &mpsc::Sender<Vec<InputRecord>>,
+    batch: &mut Vec<InputRecord>,
+    capacity: usize,
+) -> Result<(), mpsc::error::SendError<Vec<InputRecord>>> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let full = std::mem::replace(batch, Vec::with_capacity(capacity));
+    batches.send(full).await
+}
+
+/// Runs one batch through the plugin and the model. Records keep their order.
+async fn process(
+    stages: Arc<Stages>,
+    records: Vec<InputRecord>,
+) -> Result<Vec<Outcome>, PipelineError> {
+    let (records, decisions) = stages.plugin.prepare(records).await?;
+    let mut results: Vec<Option<Result<Vec<OutputRecord>, Failure>>> =
+        Vec::with_capacity(records.len());
+    let mut calls = Vec::new();
+    for (i, decision) in decisions.into_iter().enumerate() {
+        results.push(match decision {
+            Ok(Decision::Infer(request)) => {
+                calls.push((i, request));
+                None
+            }
+            Ok(Decision::Emit(outputs)) => Some(Ok(outputs)),
+            Ok(Decision::Skip) => Some(Ok(Vec::new())),
+            Err(failure) => Some(Err(failure)),
+        });
+    }
+
+    let responses = futures::future::join_all(
+        calls
+            .iter()
+            .map(|(_, request)| stages.inference.infer(request)),
+    )
+    .await;
+    let failures = responses.iter().filter(|r| r.is_err()).count() as u64;
+    stages
+        .counters
+        .model_calls(responses.len() as u64, failures);
+
+    let mut records: Vec<Option<InputRecord>> = records.into_iter().map(Some).collect();
+    let mut completions = Vec::with_capacity(calls.len());
+    let mut completed_at = Vec::with_capacity(calls.len());
+    for ((i, _), response) in calls.into_iter().zip(responses) {
+        match response {
+            Ok(response) => {
+                let record = records[i]
+                    .take()
+                    .expect("each record is taken for at most one call");
+                completions.push(Completion { record, response });
+                completed_at.push(i);
+            }
+            Err(error) => results[i] = Some(Err(error.failure())),
+        }
+    }
+    if !completions.is_empty() {
+        let (completions, outputs) = stages.plugin.complete(completions).await?;
+        for ((i, completion), output) in completed_at.into_iter().zip(completions).zip(outputs) {
+            records[i] = Some(completion.record);
+            results[i] = Some(output);
+        }
+    }
+    Ok(records
+        .into_iter()
+        .zip(results)
+        .map(|(record, result)| Outcome {
+            record: record.expect("every record taken for a call was put back"),
+            result: result.expect("every record has a result"),
+        })
+        .collect())
+}

@@ -1,0 +1,260 @@
+//! One plugin instance in its own `Store`, with the sandbox limits applied to every call, and
+//! the rule that keeps one bad record from failing its neighbours: when a batch call traps or
+//! hits a limit, the instance is rebuilt and the records of that batch are retried one by one,
+//! so that only the record that fails alone is dead-lettered.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::Plugin as Bindings;
+use super::bindings::exports::streaminfer::plugin::handler::Guest;
+use super::types::{Completion, Decision, GuestError, InputRecord, OutputRecord};
+use super::{LoadedPlugin, PluginError, StoreState};
+use crate::failure::{Failure, Fault};
+
+/// Caps the linear memory of one instance and remembers whether the cap was hit, so that the
+/// trap that usually follows (an allocation failure in the guest) is reported as what it is.
+pub(super) struct MemoryLimiter {
+    limit: usize,
+    hit: bool,
+}
+
+/// Table elements an instance may grow to; tables hold function references, a few thousand is
+/// plenty for any real plugin.
+const TABLE_ELEMENTS_LIMIT: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_LIMIT)
+    }
+}
+
+/// Why a call into the plugin failed as a whole. Every such failure throws the instance away.
+#[derive(Debug, Clone)]
+enum CallError {
+    Timeout,
+    Memory,
+    Trap(String),
+}
+
+impl CallError {
+    fn classify(error: wasmtime::Error, memory_hit: bool) -> Self {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout,
+            _ if memory_hit => CallError::Memory,
+            _ => CallError::Trap(format!("{error:#}")),
+        }
+    }
+
+    fn failure(&self, plugin: &LoadedPlugin) -> Failure {
+        match self {
+            CallError::Timeout => Failure::new(
+                "plugin-timeout",
+                Fault::Plugin,
+                format!(
+                    "plugin call exceeded its wall-clock limit of {:?}",
+                    plugin.call_timeout
+                ),
+            ),
+            CallError::Memory => Failure::new(
+                "plugin-memory",
+                Fault::Plugin,
+                format!(
+                    "plugin exceeded its memory limit of {} bytes",
+                    plugin.memory_limit
+                ),
+            ),
+            CallError::Trap(message) => Failure::new(
+                "plugin-trap",
+                Fault::Plugin,
+                format!("plugin trapped: {message}"),
+            ),
+        }
+    }
+}
+
+/// Maps an error the plugin returned for one record to a dead-letter failure.
+pub(super) fn guest_failure(error: GuestError) -> Failure {
+    match error {
+        GuestError::InvalidRecord(m) => Failure::new("invalid-record", Fault::Record, m),
+        GuestError::InvalidResponse(m) => Failure::new("invalid-response", Fault::Model, m),
+        GuestError::Failed(m) => Failure::new("plugin-error", Fault::Plugin, m),
+    }
+}
+
+/// One export of the handler, called on a batch of items.
+type BatchCall<'a, I, O> = &'a dyn Fn(
+    &Guest,
+    &mut Store<StoreState>,
+    &[I],
+) -> wasmtime::Result<Vec<Result<O, GuestError>>>;
+
+pub(super) struct Instance {
+    plugin: Arc<LoadedPlugin>,
+    store: Store<StoreState>,
+    bindings: Bindings,
+}
+
+impl Instance {
+    /// Instantiates the plugin in a fresh store and runs its `configure`.
+    pub(super) fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, PluginError> {
+        let state = StoreState {
+            // Nothing granted: no preopened directories, no environment, no arguments, no
+            // network. Standard output and error go nowhere.
+            wasi: WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: plugin.memory_limit,
+                hit: false,
+            },
+            plugin: plugin.name.clone(),
+        };
+        let mut store = Store::new(&plugin.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(plugin.deadline_ticks);
+        let instantiate_error = |e: wasmtime::Error| PluginError::Instantiate {
+            path: plugin.path.clone(),
+            message: format!("{e:#}"),
+        };
+        let bindings = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(instantiate_error)?;
+        let mut instance = Self {
+            plugin: plugin.clone(),
+            store,
+            bindings,
+        };
+        let settings = instance.plugin.settings.clone();
+        let configured = instance.call(|guest, store| guest.call_configure(store, &settings));
+        match configured {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(message)) => Err(PluginError::Configure {
+                path: plugin.path.clone(),
+                message,
+            }),
+            Err(e) => Err(PluginError::Configure {
+                path: plugin.path.clone(),
+                message: e.failure(&plugin).message,
+            }),
+        }
+    }
+
+    /// Runs one call with a fresh wall-clock deadline and a cleared memory flag.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&Guest, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.store.set_epoch_deadline(self.plugin.deadline_ticks);
+        self.store.data_mut().limiter.hit = false;
+        let guest = self.bindings.streaminfer_plugin_handler();
+        f(guest, &mut self.store).map_err(|e| CallError::classify(e, self.store.data().limiter.hit))
+    }
+
+    fn rebuild(&mut self) -> Result<(), PluginError> {
+        *self = Self::new(self.plugin.clone())?;
+        Ok(())
+    }
+
+    /// Asks the plugin what to do with each record; one result per record, in order.
+    ///
+    /// # Errors
+    /// Only when the instance cannot be rebuilt after a failed call.
+    pub(super) fn prepare(
+        &mut self,
+        records: &[InputRecord],
+    ) -> Result<Vec<Result<Decision, Failure>>, PluginError> {
+        self.isolating(records, &|guest, store, items| {
+            guest.call_prepare(store, items)
+        })
+    }
+
+    /// Turns responses into output records; one result per completion, in order.
+    ///
+    /// # Errors
+    /// As [`Instance::prepare`].
+    pub(super) fn complete(
+        &mut self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<Vec<OutputRecord>, Failure>>, PluginError> {
+        self.isolating(completions, &|guest, store, items| {
+            guest.call_complete(store, items)
+        })
+    }
+
+    /// Calls `f` on the whole batch; if the call fails as a whole, rebuilds the instance and
+    /// calls it on each item alone.
+    fn isolating<I, O>(
+        &mut self,
+        items: &[I],
+        f: BatchCall<'_, I, O>,
+    ) -> Result<Vec<Result<O, Failure>>, PluginError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.call(|guest, store| f(guest, store, items)) {
+            Ok(results) if results.len() == items.len() => Ok(results
+                .into_iter()
+                .map(|r| r.map_err(guest_failure))
+                .collect()),
+            Ok(results) => {
+                let failure = Failure::new(
+                    "plugin-contract",
+                    Fault::Plugin,
+                    format!(
+                        "plugin returned {} results for {} inputs",
+                        results.len(),
+                        items.len()
+                    ),
+                );
+                Ok(items.iter().map(|_| Err(failure.clone())).collect())
+            }
+            Err(error) => {
+                let failure = error.failure(&self.plugin);
+                tracing::warn!(
+                    plugin = &*self.plugin.name,
+                    batch = items.len(),
+                    reason = failure.reason,
+                    error = %failure.message,
+                    "plugin call failed; rebuilding the instance"
+                );
+                self.rebuild()?;
+                if items.len() == 1 {
+                    return Ok(vec![Err(failure)]);
+                }
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    let mut one = self.isolating(std::slice::from_ref(item), f)?;
+                    out.push(one.pop().unwrap_or_else(|| Err(failure.clone())));
+                }
+                Ok(out)
+            }
+        }
+    }
+}

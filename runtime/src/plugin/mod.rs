@@ -1,0 +1,222 @@
+//! The WebAssembly plugin host. Every wasmtime type stays inside this module: its API moves
+//! between releases and one module absorbs that.
+//!
+//! Lifetimes follow the cost of each step:
+//! - once per process, a [`PluginHost`]: the `Engine` (component model, epoch interruption) and
+//!   the `Linker` (WASI with nothing granted, plus the contract's `log` import), and one thread
+//!   that ticks the epoch;
+//! - once per plugin file, a [`LoadedPlugin`]: the compiled component and its pre-instantiated
+//!   handle, checked against the contract;
+//! - once per worker, an instance in its own `Store` with a memory limit and a wall-clock limit
+//!   per call (see [`instance`]). A trap or a limit hit fails the records of that call and the
+//!   instance is rebuilt before the next call.
+
+mod bindings;
+mod instance;
+mod pool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::PluginSettings;
+pub use pool::{Completed, PluginPool, Prepared};
+
+/// The data types of the contract, as the host sees them.
+pub mod types {
+    pub use super::bindings::streaminfer::plugin::types::{
+        Completion, Decision, Header, InferenceRequest, InferenceResponse, InputRecord, ModelInfo,
+        OutputRecord, PluginError as GuestError, Tensor, TensorData,
+    };
+}
+
+/// How often the epoch advances; the resolution of the per-call wall-clock limit.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded, configured or kept running.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plugin {path} is not a valid WebAssembly component: {message}")]
+    Compile { path: PathBuf, message: String },
+    #[error(
+        "plugin {path} does not implement the plugin contract (world streaminfer:plugin/plugin@0.1.0): {message}"
+    )]
+    Contract { path: PathBuf, message: String },
+    #[error("plugin {path} failed to instantiate: {message}")]
+    Instantiate { path: PathBuf, message: String },
+    #[error("plugin {path} refused its settings: {message}")]
+    Configure { path: PathBuf, message: String },
+    #[error("plugin workers have stopped")]
+    Stopped,
+}
+
+/// Engine and linker, once per process.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Arc<Linker<StoreState>>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost").finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// Creates the engine, links WASI (granting nothing) and the `log` import, and starts the
+    /// epoch ticker.
+    ///
+    /// # Errors
+    /// [`PluginError::Engine`] when wasmtime cannot be set up on this machine.
+    pub fn new() -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("linking WASI: {e:#}")))?;
+        bindings::streaminfer::plugin::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(format!("linking the log import: {e:#}")))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("starting the epoch thread: {e}")))?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Compiles the plugin file and checks that it implements the contract.
+    ///
+    /// # Errors
+    /// [`PluginError::Read`], [`PluginError::Compile`] or [`PluginError::Contract`], naming the
+    /// file.
+    pub fn load(&self, settings: &PluginSettings) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let path = settings.path.clone();
+        let bytes = std::fs::read(&path).map_err(|source| PluginError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let component = Component::new(&self.engine, &bytes).map_err(|e| PluginError::Compile {
+            path: path.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::PluginPre::new)
+            .map_err(|e| PluginError::Contract {
+                path: path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into());
+        Ok(Arc::new(LoadedPlugin {
+            engine: self.engine.clone(),
+            pre,
+            path,
+            name,
+            memory_limit: usize::try_from(settings.memory_limit).unwrap_or(usize::MAX),
+            deadline_ticks: ticks(settings.call_timeout),
+            call_timeout: settings.call_timeout,
+            settings: settings.settings.clone(),
+        }))
+    }
+}
+
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    engine: Engine,
+    pre: bindings::PluginPre<StoreState>,
+    path: PathBuf,
+    name: Arc<str>,
+    memory_limit: usize,
+    deadline_ticks: u64,
+    call_timeout: Duration,
+    settings: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// What one `Store` holds: a WASI context that grants nothing, and the memory limiter.
+struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: instance::MemoryLimiter,
+    plugin: Arc<str>,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::streaminfer::plugin::log::Host for StoreState {
+    fn log(&mut self, level: bindings::streaminfer::plugin::log::Level, message: String) {
+        use bindings::streaminfer::plugin::log::Level;
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(ticks(Duration::from_millis(1)), 1);
+        assert_eq!(ticks(Duration::from_millis(10)), 1);
+        assert_eq!(ticks(Duration::from_millis(11)), 2);
+        assert_eq!(ticks(Duration::from_secs(1)), 100);
+    }
+}

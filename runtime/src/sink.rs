@@ -1,0 +1,248 @@
+//! The Kafka sink: produces output records and dead letters, and hands back a future per record
+//! that resolves when the broker has acknowledged it. The pipeline counts a record as finished
+//! only once all of its acknowledgements are in.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaSettings;
+use crate::failure::Failure;
+use crate::plugin::types::{Header, InputRecord, OutputRecord};
+use crate::source::{MetadataClient, SourceError, check_topics};
+
+/// How long to wait before retrying when librdkafka's send queue is full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Why a record could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(#[source] KafkaError),
+    #[error(transparent)]
+    Startup(#[from] SourceError),
+    #[error("output topic {topic:?} does not exist on {brokers}")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot produce to {topic:?}: {source}")]
+    Produce {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the broker did not acknowledge a record for {topic:?}: {source}")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// The producer of output records and dead letters.
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    output_topic: String,
+    dead_letter_topic: String,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("output_topic", &self.output_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetadataClient for FutureProducer {
+    fn metadata(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
+        let md = self.client().fetch_metadata(Some(topic), timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    }
+}
+
+/// A produced record awaiting its acknowledgement.
+pub struct Pending {
+    topic: String,
+    delivery: DeliveryFuture,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// Waits for the broker's acknowledgement.
+    ///
+    /// # Errors
+    /// [`SinkError::Delivery`] when librdkafka gave up on the record (after its own retries).
+    pub async fn acknowledged(self) -> Result<(), SinkError> {
+        match self.delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((source, _))) => Err(SinkError::Delivery {
+                topic: self.topic,
+                source,
+            }),
+            Err(_) => Err(SinkError::Delivery {
+                topic: self.topic,
+                source: KafkaError::Canceled,
+            }),
+        }
+    }
+}
+
+impl Sink {
+    /// Creates an idempotent producer and checks that the output and dead-letter topics exist.
+    ///
+    /// # Errors
+    /// [`SinkError`] naming the brokers or the missing topic.
+    pub async fn connect(settings: &KafkaSettings) -> Result<Self, SinkError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all");
+        for (k, v) in &settings.producer.0 {
+            config.set(k, v);
+        }
+        let producer: FutureProducer = config.create().map_err(SinkError::Create)?;
+        let topics = vec![
+            settings.output_topic.clone(),
+            settings.dead_letter_topic.clone(),
+        ];
+        let (producer, found) = check_topics(producer, topics, settings).await?;
+        if let Some(missing) = found
+            .into_iter()
+            .find_map(|(t, exists)| (!exists).then_some(t))
+        {
+            return Err(SinkError::NoTopic {
+                topic: missing,
+                brokers: settings.brokers.clone(),
+            });
+        }
+        Ok(Self {
+            producer,
+            output_topic: settings.output_topic.clone(),
+            dead_letter_topic: settings.dead_letter_topic.clone(),
+        })
+    }
+
+    /// Enqueues one output record; its topic is the plugin's choice or the output topic.
+    ///
+    /// # Errors
+    /// [`SinkError::Produce`] when librdkafka refuses the record (too large, unknown topic).
+    pub async fn send(&self, record: &OutputRecord) -> Result<Pending, SinkError> {
+        let topic = record.topic.as_deref().unwrap_or(&self.output_topic);
+        self.enqueue(
+            topic,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+            &[],
+        )
+        .await
+    }
+
+    /// Enqueues the dead letter of `input`: its key, value and headers as consumed, plus the
+    /// reason and where it came from.
+    ///
+    /// # Errors
+    /// As [`Sink::send`].
+    pub async fn send_dead_letter(
+        &self,
+        input: &InputRecord,
+        failure: &Failure,
+    ) -> Result<Pending, SinkError> {
+        let partition = input.partition.to_string();
+        let offset = input.offset.to_string();
+        let extra = [
+            ("dead-letter-reason", failure.reason.as_bytes()),
+            ("dead-letter-message", failure.message.as_bytes()),
+            ("dead-letter-fault", failure.fault.as_str().as_bytes()),
+            ("source-topic", input.topic.as_bytes()),
+            ("source-partition", partition.as_bytes()),
+            ("source-offset", offset.as_bytes()),
+        ];
+        let topic = self.dead_letter_topic.clone();
+        self.enqueue(
+            &topic,
+            input.key.as_deref(),
+            input.value.as_deref(),
+            &input.headers,
+            &extra,
+        )
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        extra: &[(&str, &[u8])],
+    ) -> Result<Pending, SinkError> {
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len() + extra.len());
+        for h in headers {
+            owned = owned.insert(KafkaHeader {
+                key: &h.key,
+                value: Some(&h.value),
+            });
+        }
+        for (k, v) in extra {
+            owned = owned.insert(KafkaHeader {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(owned);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    return Ok(Pending {
+                        topic: topic.to_owned(),
+                        delivery,
+                    });
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err((source, _)) => {
+                    return Err(SinkError::Produce {
+                        topic: topic.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits until every enqueued record is acknowledged or `timeout` passes.
+    ///
+    /// # Errors
+    /// [`SinkError::Delivery`] when records were still unacknowledged at the timeout.
+    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|source| SinkError::Delivery {
+                topic: self.output_topic.clone(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,204 @@
+//! The Kafka source: a consumer-group member that reads the input topic and stores offsets only
+//! when the pipeline says every record below them is finished (`enable.auto.offset.store=false`;
+//! the stored offsets are committed in the background and once more at shutdown).
+
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientConfig, Timestamp};
+
+use crate::config::KafkaSettings;
+use crate::plugin::types::{Header, InputRecord};
+
+/// Why the source could not start or keep going.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(#[source] rdkafka::error::KafkaError),
+    #[error("cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("input topic {topic:?} does not exist on {brokers}")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot subscribe to {topic:?}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot commit offsets: {0}")]
+    Commit(#[source] rdkafka::error::KafkaError),
+}
+
+/// The consumer of the input topic.
+pub struct Source {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// Creates the consumer, checks that the brokers answer and the input topic exists, and
+    /// subscribes.
+    ///
+    /// # Errors
+    /// [`SourceError`] naming the brokers or the topic.
+    pub async fn connect(settings: &KafkaSettings) -> Result<Self, SourceError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &settings.consumer.0 {
+            config.set(k, v);
+        }
+        let consumer: StreamConsumer = config.create().map_err(SourceError::Create)?;
+        let topic = settings.input_topic.clone();
+        let (consumer, found) = check_topics(consumer, vec![topic.clone()], settings).await?;
+        if let Some(missing) = found
+            .into_iter()
+            .find_map(|(t, exists)| (!exists).then_some(t))
+        {
+            return Err(SourceError::NoTopic {
+                topic: missing,
+                brokers: settings.brokers.clone(),
+            });
+        }
+        consumer
+            .subscribe(&[topic.as_str()])
+            .map_err(|source| SourceError::Subscribe {
+                topic: topic.clone(),
+                source,
+            })?;
+        Ok(Self { consumer, topic })
+    }
+
+    /// Waits for the next record. Transient consumer errors are logged and skipped: librdkafka
+    /// reconnects by itself.
+    pub async fn next(&self) -> InputRecord {
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => return to_record(&message),
+                Err(error) => tracing::warn!(topic = %self.topic, %error, "consumer error"),
+            }
+        }
+    }
+
+    /// Marks every record of the partition up to and including `offset` as finished, for the
+    /// next commit. A partition this member no longer holds cannot be stored; its records will
+    /// be read again by its new owner.
+    pub fn finished_up_to(&self, topic: &str, partition: i32, offset: i64) {
+        if let Err(error) = self.consumer.store_offset(topic, partition, offset) {
+            tracing::debug!(topic, partition, offset, %error, "offset not stored");
+        }
+    }
+
+    /// Commits the stored offsets now, waiting for the broker's answer.
+    ///
+    /// # Errors
+    /// [`SourceError::Commit`].
+    pub fn commit(&self) -> Result<(), SourceError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing stored since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => Ok(()),
+            Err(e) => Err(SourceError::Commit(e)),
+        }
+    }
+
+    /// Leaves the group.
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+}
+
+/// Fetches metadata of `topics` (blocking, so on a blocking thread) and tells which exist.
+pub(crate) async fn check_topics<C>(
+    client: C,
+    topics: Vec<String>,
+    settings: &KafkaSettings,
+) -> Result<(C, Vec<(String, bool)>), SourceError>
+where
+    C: MetadataClient + Send + 'static,
+{
+    let timeout = settings.startup_timeout;
+    let brokers = settings.brokers.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::with_capacity(topics.len());
+        for topic in topics {
+            match client.metadata(&topic, timeout) {
+                Ok(exists) => found.push((topic, exists)),
+                Err(source) => {
+                    return Err(SourceError::Unreachable {
+                        brokers,
+                        timeout,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok((client, found))
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A Kafka client that can tell whether a topic exists.
+pub(crate) trait MetadataClient {
+    fn metadata(&self, topic: &str, timeout: Duration) -> Result<bool, rdkafka::error::KafkaError>;
+}
+
+impl MetadataClient for StreamConsumer {
+    fn metadata(&self, topic: &str, timeout: Duration) -> Result<bool, rdkafka::error::KafkaError> {
+        let md = self.fetch_metadata(Some(topic), timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>) -> InputRecord {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let timestamp = match message.timestamp() {
+        Timestamp::NotAvailable => None,
+        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+    };
+    InputRecord {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp,
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
