@@ -1,0 +1,1 @@
+"""Models served by the example model server; see models/fraud/README.md."""

@@ -1,0 +1,1 @@
+"""The fraud-scoring example: synthetic data (data.py) and training (train.py)."""

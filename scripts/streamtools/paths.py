@@ -1,0 +1,28 @@
+"""Where things are in the repository. Environment variables override the build outputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TANSU = REPO / ".tools" / "bin" / "tansu"
+MODEL_SERVER = REPO / "scripts" / "model_server.py"
+FRAUD_MODEL_BASE = REPO / "models" / "fraud" / "saved_model"
+FRAUD_CONFIG = REPO / "config" / "fraud.toml"
+PYTHON = Path(sys.executable)
+
+# The repository root must be importable for `models.fraud.data`.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def runtime_binary() -> Path:
+    """The runtime executable: $RUNTIME_BIN, else the release build."""
+    return Path(os.environ.get("RUNTIME_BIN") or REPO / "target" / "release" / "runtime")
+
+
+def fraud_plugin() -> Path:
+    """The fraud plugin component: $FRAUD_PLUGIN, else the `plugin` profile build."""
+    return Path(os.environ.get("FRAUD_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "fraud_plugin.wasm")

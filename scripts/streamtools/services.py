@@ -1,0 +1,240 @@
+"""Start and stop the processes the tests and the demo need, all on 127.0.0.1.
+
+Every process runs in a session (process group) of its own, logs to a file, and is told to stop
+with SIGTERM when the Python process that started it dies (Linux parent-death signal), so a
+crashed test run does not leave brokers behind. `Service.stop()` ends the whole group: SIGTERM,
+then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import paths
+
+_PR_SET_PDEATHSIG = 1
+try:  # looked up once here: the child, between fork and exec, should only make the call
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the process that started it dies."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Service:
+    """A started process with its log file."""
+
+    def __init__(self, name: str, args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.args = [str(a) for a in args]
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                env=dict(env) if env is not None else None,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        """Sends a signal to the process (not its group)."""
+        if self.running():
+            self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int | None:
+        """Exit status, or None when still running after ``timeout`` seconds."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 10.0) -> int:
+        """Stops the process group: SIGTERM, then SIGKILL after ``grace`` seconds. Exit status."""
+        if self.running():
+            self._signal_group(signal.SIGTERM)
+            if self.wait(grace) is None:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        # Children that outlived the leader.
+        self._signal_group(signal.SIGKILL)
+        return self.process.returncode
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def fail(self, what: str) -> RuntimeError:
+        return RuntimeError(f"{self.name}: {what}\n--- {self.log_path} (tail) ---\n{self.tail()}")
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r}, pid={self.pid})"
+
+
+def wait_for_tcp(service: Service, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.running():
+            raise service.fail(f"exited with status {service.process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise service.fail(f"not listening on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+class Broker(Service):
+    """A tansu broker with in-memory storage."""
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        url = f"tcp://127.0.0.1:{port}"
+        args = [
+            paths.TANSU, "broker",
+            "--cluster-id", "streaminfer",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        # tansu reads settings from the environment too: keep only what a process needs.
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "RUST_LOG")}
+        super().__init__("tansu", args, log_path, env=env)
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+
+
+def start_broker(log_dir: Path, port: int | None = None, timeout: float = 30.0) -> Broker:
+    """Starts tansu (on ``port``, or a free one) and waits until it answers metadata requests."""
+    if not paths.TANSU.exists():
+        raise RuntimeError(f"{paths.TANSU} is missing: run scripts/setup.sh")
+    from .kafka import wait_for_broker
+
+    attempts = 1 if port is not None else 3
+    for attempt in range(attempts):
+        broker = Broker(port or free_port(), Path(log_dir) / "tansu.log")
+        try:
+            wait_for_tcp(broker, broker.port, timeout)
+            wait_for_broker(broker.bootstrap, timeout)
+            return broker
+        except Exception:
+            broker.stop()
+            if attempt + 1 == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+class ModelServer(Service):
+    """scripts/model_server.py serving one model."""
+
+    READY = re.compile(r"^READY (\d+)\s*$", re.MULTILINE)
+
+    def __init__(self, model_name: str, model_base_path: Path, port: int, log_path: Path, extra: Sequence[str] = ()) -> None:
+        args = [
+            paths.PYTHON, "-u", paths.MODEL_SERVER,
+            "--port", str(port),
+            "--model-name", model_name,
+            "--model-base-path", model_base_path,
+            *extra,
+        ]
+        super().__init__("model-server", args, log_path)
+        self.model_name = model_name
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}"
+
+
+def start_model_server(
+    log_dir: Path,
+    model_name: str = "fraud",
+    model_base_path: Path = paths.FRAUD_MODEL_BASE,
+    port: int = 0,
+    timeout: float = 120.0,
+    extra: Sequence[str] = (),
+) -> ModelServer:
+    """Starts the model server (``port`` 0: a free one) and waits for its READY line."""
+    server = ModelServer(model_name, model_base_path, port, Path(log_dir) / "model-server.log", extra)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            match = ModelServer.READY.search(server.log())
+            if match:
+                server.port = int(match.group(1))
+                return server
+            if not server.running():
+                raise server.fail(f"exited with status {server.process.returncode} before it was ready")
+            time.sleep(0.1)
+        raise server.fail(f"not ready after {timeout:.0f}s")
+    except BaseException:
+        server.stop()
+        raise
+
+
+def start_runtime(
+    binary: Path,
+    plugin: Path,
+    config: Path,
+    overrides: Mapping[str, object],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> Service:
+    """Starts the streaming runtime: ``runtime --plugin PLUGIN CONFIG key=value ...``."""
+    args = [binary, "--plugin", plugin, config, *(f"{key}={value}" for key, value in overrides.items())]
+    # The runtime also reads STREAMINFER__* variables as overrides: only ``env`` may set them.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER__")}
+    full_env.update(env or {})
+    return Service("runtime", args, log_path, env=full_env)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one test command: set-up, builds, Rust tests, then the end-to-end suite against real
+# processes (tansu broker, model server, runtime) on 127.0.0.1. Exits non-zero on any failure.
+#   scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "Set-up"
+scripts/setup.sh
+
+section "Build: fraud plugin (wasm32-wasip2, profile plugin)"
+cargo build -p fraud-plugin --target wasm32-wasip2 --profile plugin
+
+# One debug build serves both the Rust tests and the end-to-end runtime: a second (release)
+# build would double the cold CI time for no extra coverage.
+section "Build: workspace (debug)"
+cargo build --workspace --all-targets
+
+export FRAUD_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/fraud_plugin.wasm"
+export RUNTIME_BIN="$ROOT/target/debug/runtime"
+
+section "Rust tests: cargo test --workspace"
+cargo test --workspace
+
+section "End-to-end tests: pytest tests/e2e"
+"$ROOT/.venv/bin/python" -m pytest tests/e2e -q "$@"
+
+section "All tests passed"

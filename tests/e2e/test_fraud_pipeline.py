@@ -1,0 +1,175 @@
+"""The fraud example end to end: Kafka in, WebAssembly plugin, model server, Kafka out.
+
+Real processes on 127.0.0.1: tansu (Kafka protocol), scripts/model_server.py (TF Serving API,
+real TensorFlow), and the runtime built from this repository with the fraud plugin. The data is
+synthetic (models/fraud/data.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from streamtools import fraud, kafka, paths, services
+
+SEED = 20251128
+COUNT = 10_000
+OUTPUT_TIMEOUT = 180.0  # seconds for all outputs to appear
+STOP_TIMEOUT = 60.0  # seconds from SIGTERM to exit
+START_FAILURE_TIMEOUT = 60.0  # seconds for a runtime that cannot start to give up
+TOLERANCE = 1e-6
+OUTPUT_FIELDS = {"id", "fraud_probability", "is_fraud", "model_name", "model_version"}
+
+
+def read_while_running(reader: kafka.TopicReader, runtime: services.Service, count: int, timeout: float):
+    """Reads up to ``count`` records, giving up at ``timeout`` or soon after the runtime exits."""
+    records: list[kafka.Record] = []
+    deadline = time.monotonic() + timeout
+    while len(records) < count and time.monotonic() < deadline:
+        records += reader.read(count - len(records), timeout=min(2.0, max(0.0, deadline - time.monotonic())))
+        if not runtime.running():
+            records += reader.drain(idle=1.0, timeout=10.0)
+            break
+    return records
+
+
+def some(items, n: int = 5) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def test_fraud_end_to_end(broker, model_server, topics, overrides, start_runtime):
+    # Input: 10,000 transactions with one poison record (not JSON) in the middle.
+    inputs = fraud.input_records(SEED, COUNT, poison=1)
+    produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
+    landed = {d.key: d for d in produced.delivered}
+    assert len(landed) == len(inputs), "input keys must be unique"
+    transactions = {r.transaction["id"]: r for r in inputs if not r.poison}
+    (poison,) = [r for r in inputs if r.poison]
+
+    runtime = start_runtime(overrides)
+
+    with kafka.TopicReader(broker.bootstrap, topics.output) as out_reader, \
+            kafka.TopicReader(broker.bootstrap, topics.dead_letter) as dead_reader:
+        # The model's own scores, from the SavedModel run directly (while the runtime works).
+        ids = list(transactions)
+        offline = dict(zip(ids, fraud.offline_scores([transactions[i].transaction for i in ids]).tolist()))
+        flagged = sum(p >= fraud.THRESHOLD for p in offline.values())
+        assert 0 < flagged < COUNT, "the test data should hold transactions on both sides of the threshold"
+
+        outputs = read_while_running(out_reader, runtime, COUNT, OUTPUT_TIMEOUT)
+        dead = dead_reader.drain(idle=1.0, timeout=30.0)
+        if len(outputs) < COUNT:
+            state = "still running" if runtime.running() else f"exited with status {runtime.process.returncode}"
+            pytest.fail(
+                f"{len(outputs)} of {COUNT} output records within {OUTPUT_TIMEOUT:.0f}s, "
+                f"{len(dead)} dead-lettered; the runtime is {state}",
+                pytrace=False,
+            )
+
+        runtime.signal(signal.SIGTERM)
+        status = runtime.wait(STOP_TIMEOUT)
+        assert status is not None, f"runtime still running {STOP_TIMEOUT:.0f}s after SIGTERM"
+        assert status == 0, f"runtime exited with status {status} after SIGTERM"
+
+        # Anything produced late (duplicates, extras) shows up here.
+        outputs += out_reader.drain(idle=2.0)
+        dead += dead_reader.drain(idle=1.0)
+
+    # Every input id exactly once; nothing else.
+    decoded = []
+    undecodable = []
+    for record in outputs:
+        try:
+            decoded.append((record, json.loads(record.value)))
+        except (TypeError, ValueError):
+            undecodable.append((record.partition, record.offset, record.value[:80] if record.value else None))
+    assert not undecodable, f"output values that are not JSON: {some(undecodable)}"
+    seen = Counter(value.get("id") for _, value in decoded)
+    duplicates = sorted(i for i, n in seen.items() if n > 1)
+    missing = sorted(set(transactions) - set(seen))
+    extra = sorted(set(seen) - set(transactions), key=str)
+    assert not (duplicates or missing or extra), (
+        f"{len(outputs)} outputs for {COUNT} inputs: duplicated ids: {some(duplicates)}; "
+        f"missing ids: {some(missing)}; unexpected ids: {some(extra)}"
+    )
+
+    # Each output: the model's score, the verdict, the key and where its input came from.
+    problems = []
+    for record, value in decoded:
+        tx_id = value["id"]
+        source = landed[transactions[tx_id].key]
+        p = value.get("fraud_probability")
+        if set(value) != OUTPUT_FIELDS:
+            problems.append(f"id {tx_id}: fields {sorted(value)}, expected {sorted(OUTPUT_FIELDS)}")
+            continue
+        if not isinstance(p, (int, float)) or not math.isfinite(p) or abs(p - offline[tx_id]) > TOLERANCE:
+            problems.append(f"id {tx_id}: fraud_probability {p!r}, model says {offline[tx_id]!r}")
+        elif value["is_fraud"] is not (p >= fraud.THRESHOLD):
+            problems.append(f"id {tx_id}: is_fraud {value['is_fraud']!r} for probability {p}")
+        if value["model_name"] != "fraud" or value["model_version"] != "1":
+            problems.append(f"id {tx_id}: model {value['model_name']!r} version {value['model_version']!r}")
+        if record.key != transactions[tx_id].key:
+            problems.append(f"id {tx_id}: key {record.key!r}, input key {transactions[tx_id].key!r}")
+        provenance = (
+            record.header_str("source-topic"),
+            record.header_str("source-partition"),
+            record.header_str("source-offset"),
+        )
+        if provenance != (topics.input, str(source.partition), str(source.offset)):
+            problems.append(
+                f"id {tx_id}: source headers {provenance}, input was at "
+                f"{(topics.input, str(source.partition), str(source.offset))}"
+            )
+    assert not problems, f"{len(problems)} wrong output records: " + "; ".join(problems[:10])
+
+    # The poison record: dead-lettered once, bytes intact, with the reason and its origin.
+    assert len(dead) == 1, f"{len(dead)} dead-letter records, expected 1: {[d.to_json() for d in dead][:5]}"
+    (letter,) = dead
+    source = landed[poison.key]
+    assert letter.key == poison.key
+    assert letter.value == poison.value, "the dead-letter record must carry the input's bytes unchanged"
+    assert letter.header_str("dead-letter-reason") == "invalid-record", letter.to_json()["headers"]
+    assert letter.header_str("dead-letter-fault") == "record", letter.to_json()["headers"]
+    assert letter.header_str("dead-letter-message"), "dead-letter-message must explain the rejection"
+    assert (
+        letter.header_str("source-topic"),
+        letter.header_str("source-partition"),
+        letter.header_str("source-offset"),
+    ) == (topics.input, str(source.partition), str(source.offset))
+
+    # Offsets: the group committed everything it consumed, per partition.
+    assert kafka.committed_offsets(broker.bootstrap, topics.group, topics.input) == produced.end_offsets()
+
+
+def test_refuses_to_start_without_model_server(broker, topics, overrides, start_runtime):
+    port = services.free_port()  # nothing listens here
+    runtime = start_runtime({**overrides, "model.endpoint": f"http://127.0.0.1:{port}"})
+    status = runtime.wait(START_FAILURE_TIMEOUT)
+    assert status is not None, f"runtime still running {START_FAILURE_TIMEOUT:.0f}s after start with no model server"
+    assert status != 0
+    log = runtime.log()
+    assert f"127.0.0.1:{port}" in log, f"the error should name the unreachable endpoint; log:\n{runtime.tail()}"
+
+
+@pytest.mark.parametrize("where", ["config-file", "command-line"])
+def test_refuses_unknown_config_key(where, overrides, start_runtime, tmp_path):
+    key = "pipeline.batch-sise"  # a typo of batch-size
+    config = paths.FRAUD_CONFIG
+    if where == "config-file":
+        text = paths.FRAUD_CONFIG.read_text()
+        assert "\n[pipeline]\n" in text, "config/fraud.toml should have a [pipeline] table"
+        config = tmp_path / "fraud-typo.toml"
+        config.write_text(text.replace("\n[pipeline]\n", "\n[pipeline]\nbatch-sise = 64\n", 1))
+        runtime = start_runtime(overrides, config=config)
+    else:
+        runtime = start_runtime({**overrides, key: 64})
+    status = runtime.wait(START_FAILURE_TIMEOUT)
+    assert status is not None, "runtime started despite an unknown config key"
+    assert status != 0
+    assert "batch-sise" in runtime.log(), f"the error should name the unknown key; log:\n{runtime.tail()}"
