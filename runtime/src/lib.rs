@@ -15,6 +15,7 @@
 //! - [`plugin`]: the WebAssembly host: the contract in `wit/`, sandbox limits, instance rebuilds.
 //! - [`inference`]: the model-server client (TensorFlow Serving's `PredictionService`).
 //! - [`sink`]: the Kafka producer for outputs and dead letters.
+//! - [`kafka`]: what source and sink share: librdkafka's logs, start-up topic checks.
 //! - [`offsets`]: which offsets may be committed, given records finishing out of order.
 //! - [`failure`]: why a record was dead-lettered, as its headers say.
 //! - [`metrics`]: counters of what happened.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod failure;
 pub mod inference;
+pub mod kafka;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
@@ -86,6 +88,8 @@ pub async fn run(
     let inference = inference.map_err(|e| problems.push(e.to_string())).ok();
     let sink = sink.map_err(|e| problems.push(e.to_string())).ok();
     let source = source.map_err(|e| problems.push(e.to_string())).ok();
+    // The source and the sink report an unreachable broker alike: say it once.
+    problems.dedup();
     let (Some(plugin), Some(inference), Some(sink), Some(source)) =
         (plugin, inference, sink, source)
     else {

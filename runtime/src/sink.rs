@@ -11,8 +11,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaSettings;
 use crate::failure::Failure;
+use crate::kafka::{KafkaContext, MetadataClient, missing_topics};
 use crate::plugin::types::{Header, InputRecord, OutputRecord};
-use crate::source::{MetadataClient, SourceError, check_topics};
 
 /// How long to wait before retrying when librdkafka's send queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
@@ -22,8 +22,13 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 pub enum SinkError {
     #[error("cannot create the Kafka producer: {0}")]
     Create(#[source] KafkaError),
-    #[error(transparent)]
-    Startup(#[from] SourceError),
+    #[error("cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        #[source]
+        source: KafkaError,
+    },
     #[error("output topic {topic:?} does not exist on {brokers}")]
     NoTopic { topic: String, brokers: String },
     #[error("cannot produce to {topic:?}: {source}")]
@@ -43,7 +48,7 @@ pub enum SinkError {
 /// The producer of output records and dead letters.
 #[derive(Clone)]
 pub struct Sink {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     output_topic: String,
     dead_letter_topic: String,
 }
@@ -56,8 +61,8 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-impl MetadataClient for FutureProducer {
-    fn metadata(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
+impl MetadataClient for FutureProducer<KafkaContext> {
+    fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
         let md = self.client().fetch_metadata(Some(topic), timeout)?;
         Ok(md
             .topics()
@@ -114,18 +119,25 @@ impl Sink {
         for (k, v) in &settings.producer.0 {
             config.set(k, v);
         }
-        let producer: FutureProducer = config.create().map_err(SinkError::Create)?;
+        let producer: FutureProducer<KafkaContext> = config
+            .create_with_context(KafkaContext::default())
+            .map_err(SinkError::Create)?;
         let topics = vec![
             settings.output_topic.clone(),
             settings.dead_letter_topic.clone(),
         ];
-        let (producer, found) = check_topics(producer, topics, settings).await?;
-        if let Some(missing) = found
-            .into_iter()
-            .find_map(|(t, exists)| (!exists).then_some(t))
-        {
+        let timeout = settings.startup_timeout;
+        let (producer, missing) =
+            missing_topics(producer, topics, timeout)
+                .await
+                .map_err(|source| SinkError::Unreachable {
+                    brokers: settings.brokers.clone(),
+                    timeout,
+                    source,
+                })?;
+        if let Some(topic) = missing.into_iter().next() {
             return Err(SinkError::NoTopic {
-                topic: missing,
+                topic,
                 brokers: settings.brokers.clone(),
             });
         }

@@ -5,23 +5,25 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Timestamp};
 
 use crate::config::KafkaSettings;
+use crate::kafka::{KafkaContext, MetadataClient, missing_topics};
 use crate::plugin::types::{Header, InputRecord};
 
 /// Why the source could not start or keep going.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot create the Kafka consumer: {0}")]
-    Create(#[source] rdkafka::error::KafkaError),
+    Create(#[source] KafkaError),
     #[error("cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}")]
     Unreachable {
         brokers: String,
         timeout: Duration,
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: KafkaError,
     },
     #[error("input topic {topic:?} does not exist on {brokers}")]
     NoTopic { topic: String, brokers: String },
@@ -29,15 +31,15 @@ pub enum SourceError {
     Subscribe {
         topic: String,
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: KafkaError,
     },
     #[error("cannot commit offsets: {0}")]
-    Commit(#[source] rdkafka::error::KafkaError),
+    Commit(#[source] KafkaError),
 }
 
 /// The consumer of the input topic.
 pub struct Source {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<KafkaContext>,
     topic: String,
 }
 
@@ -65,15 +67,21 @@ impl Source {
         for (k, v) in &settings.consumer.0 {
             config.set(k, v);
         }
-        let consumer: StreamConsumer = config.create().map_err(SourceError::Create)?;
+        let consumer: StreamConsumer<KafkaContext> = config
+            .create_with_context(KafkaContext::default())
+            .map_err(SourceError::Create)?;
         let topic = settings.input_topic.clone();
-        let (consumer, found) = check_topics(consumer, vec![topic.clone()], settings).await?;
-        if let Some(missing) = found
-            .into_iter()
-            .find_map(|(t, exists)| (!exists).then_some(t))
-        {
+        let timeout = settings.startup_timeout;
+        let (consumer, missing) = missing_topics(consumer, vec![topic.clone()], timeout)
+            .await
+            .map_err(|source| SourceError::Unreachable {
+                brokers: settings.brokers.clone(),
+                timeout,
+                source,
+            })?;
+        if !missing.is_empty() {
             return Err(SourceError::NoTopic {
-                topic: missing,
+                topic,
                 brokers: settings.brokers.clone(),
             });
         }
@@ -114,9 +122,7 @@ impl Source {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),
             // Nothing stored since the last commit.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => Ok(()),
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(e) => Err(SourceError::Commit(e)),
         }
     }
@@ -127,47 +133,8 @@ impl Source {
     }
 }
 
-/// Fetches metadata of `topics` (blocking, so on a blocking thread) and tells which exist.
-pub(crate) async fn check_topics<C>(
-    client: C,
-    topics: Vec<String>,
-    settings: &KafkaSettings,
-) -> Result<(C, Vec<(String, bool)>), SourceError>
-where
-    C: MetadataClient + Send + 'static,
-{
-    let timeout = settings.startup_timeout;
-    let brokers = settings.brokers.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut found = Vec::with_capacity(topics.len());
-        for topic in topics {
-            match client.metadata(&topic, timeout) {
-                Ok(exists) => found.push((topic, exists)),
-                Err(source) => {
-                    return Err(SourceError::Unreachable {
-                        brokers,
-                        timeout,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok((client, found))
-    })
-    .await;
-    match joined {
-        Ok(result) => result,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-/// A Kafka client that can tell whether a topic exists.
-pub(crate) trait MetadataClient {
-    fn metadata(&self, topic: &str, timeout: Duration) -> Result<bool, rdkafka::error::KafkaError>;
-}
-
-impl MetadataClient for StreamConsumer {
-    fn metadata(&self, topic: &str, timeout: Duration) -> Result<bool, rdkafka::error::KafkaError> {
+impl MetadataClient for StreamConsumer<KafkaContext> {
+    fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
         let md = self.fetch_metadata(Some(topic), timeout)?;
         Ok(md
             .topics()

@@ -109,15 +109,17 @@ def overrides(broker, model_server, topics) -> dict[str, object]:
 
 @pytest.fixture
 def start_runtime(runtime_artifacts, tmp_path, request) -> Callable[..., services.Service]:
-    """Starts the runtime with `config/fraud.toml` (or ``config``) and key=value overrides.
-    Stops whatever it started at teardown."""
+    """Starts the runtime with `config/fraud.toml` (or ``config``), the fraud plugin (or
+    ``plugin``) and key=value overrides. Stops whatever it started at teardown."""
     started: list[services.Service] = []
     request.node.stash[_test_services] = started
 
-    def start(overrides: dict[str, object], config: Path = paths.FRAUD_CONFIG) -> services.Service:
+    def start(
+        overrides: dict[str, object], config: Path = paths.FRAUD_CONFIG, plugin: Path | None = None
+    ) -> services.Service:
         runtime = services.start_runtime(
             runtime_artifacts.binary,
-            runtime_artifacts.plugin,
+            plugin or runtime_artifacts.plugin,
             config,
             overrides,
             log_path=tmp_path / f"runtime-{len(started)}.log",

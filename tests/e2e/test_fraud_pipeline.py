@@ -157,6 +157,29 @@ def test_refuses_to_start_without_model_server(broker, topics, overrides, start_
     assert f"127.0.0.1:{port}" in log, f"the error should name the unreachable endpoint; log:\n{runtime.tail()}"
 
 
+def test_refuses_to_start_listing_every_problem(overrides, start_runtime, tmp_path):
+    """A bad plugin file, an unreachable broker and an unreachable model server, all at once:
+    one start-up attempt names each of them."""
+    broker_port, model_port = services.free_port(), services.free_port()
+    not_a_plugin = tmp_path / "not-a-plugin.wasm"
+    not_a_plugin.write_bytes(b"definitely not WebAssembly")
+    runtime = start_runtime(
+        {
+            **overrides,
+            "kafka.brokers": f"127.0.0.1:{broker_port}",
+            "kafka.startup-timeout": "2s",
+            "model.endpoint": f"http://127.0.0.1:{model_port}",
+        },
+        plugin=not_a_plugin,
+    )
+    status = runtime.wait(START_FAILURE_TIMEOUT)
+    assert status is not None, "runtime still running with nothing valid to run on"
+    assert status != 0
+    log = runtime.log()
+    for expected in ("not-a-plugin.wasm", f"127.0.0.1:{broker_port}", f"127.0.0.1:{model_port}"):
+        assert expected in log, f"the start-up error should name {expected}; log:\n{runtime.tail()}"
+
+
 @pytest.mark.parametrize("where", ["config-file", "command-line"])
 def test_refuses_unknown_config_key(where, overrides, start_runtime, tmp_path):
     key = "pipeline.batch-sise"  # a typo of batch-size

@@ -119,6 +119,12 @@ impl PluginHost {
             path: path.clone(),
             source,
         })?;
+        if let Some(problem) = not_a_component(&bytes) {
+            return Err(PluginError::Compile {
+                path,
+                message: problem.to_owned(),
+            });
+        }
         let component = Component::new(&self.engine, &bytes).map_err(|e| PluginError::Compile {
             path: path.clone(),
             message: format!("{e:#}"),
@@ -144,6 +150,21 @@ impl PluginHost {
             call_timeout: settings.call_timeout,
             settings: settings.settings.clone(),
         }))
+    }
+}
+
+/// Tells, from its header, why a file cannot be a component; wasmtime's own message for these
+/// cases speaks of magic numbers and offsets.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: &[u8] = &[1, 0, 0, 0];
+    match (bytes.get(..4), bytes.get(4..8)) {
+        (Some(MAGIC), Some(CORE_MODULE)) => Some(
+            "it is a core WebAssembly module, not a component: build the plugin for the \
+             wasm32-wasip2 target (or wrap the module with `wasm-tools component new`)",
+        ),
+        (Some(MAGIC), _) => None,
+        _ => Some("it is not WebAssembly (the file does not start with the \\0asm header)"),
     }
 }
 
@@ -211,6 +232,16 @@ impl bindings::streaminfer::plugin::log::Host for StoreState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_tell_modules_and_junk_from_components() {
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
+        let module = not_a_component(b"\0asm\x01\0\0\0").expect("a core module is refused");
+        assert!(module.contains("core WebAssembly module"), "{module}");
+        let junk = not_a_component(b"hello world").expect("junk is refused");
+        assert!(junk.contains("not WebAssembly"), "{junk}");
+        assert!(not_a_component(b"").is_some());
+    }
 
     #[test]
     fn deadlines_round_up_to_whole_ticks() {
