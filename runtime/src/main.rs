@@ -62,6 +62,8 @@ fn main() -> ExitCode {
                 produced = summary.produced,
                 dead_lettered = summary.dead_lettered,
                 skipped = summary.skipped,
+                model_calls = summary.model_calls,
+                model_failures = summary.model_failures,
                 "stopped"
             );
             ExitCode::SUCCESS

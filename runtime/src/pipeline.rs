@@ -34,6 +34,8 @@ use crate::source::Source;
 
 /// How often the counters are logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How long the reader may be unable to hand on records before it pauses the partitions.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// Why the pipeline stopped before its shutdown was asked for, or could not finish it.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +259,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Reads records into batches until told to stop; sends the partial batch before leaving.
+///
+/// Each record takes one permit of `max-pending`. When no permit is free, or the next stage
+/// takes no batch, for longer than [`PAUSE_AFTER`], the assigned partitions are paused and the
+/// consumer keeps polling: a consumer that stops polling is thrown out of its group after
+/// `max.poll.interval.ms`, which would turn a slow model into a rebalance storm. Should a record
+/// still arrive while paused (a partition assigned meanwhile), it is taken on credit and the
+/// next permits pay for it, so the count stays exact.
 async fn read(
     source: Arc<Source>,
     batches: mpsc::Sender<Vec<InputRecord>>,
@@ -265,55 +274,80 @@ async fn read(
     settings: PipelineSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut batch = Vec::with_capacity(settings.batch_size);
+    let size = settings.batch_size;
+    let mut batch = Vec::with_capacity(size);
+    let mut full: Option<Vec<InputRecord>> = None;
     let mut flush_at: Option<Instant> = None;
     let mut permit = None;
+    let mut debt = 0usize;
+    let mut stalled_since: Option<Instant> = None;
+    let mut paused = false;
     loop {
+        let can_take = permit.is_some() && full.is_none();
+        if can_take {
+            stalled_since = None;
+            if paused {
+                source.resume();
+                paused = false;
+            }
+        } else if stalled_since.is_none() {
+            stalled_since = Some(Instant::now());
+        }
+        let pause_at = stalled_since.filter(|_| !paused).map(|t| t + PAUSE_AFTER);
         tokio::select! {
             biased;
             _ = stopped.changed() => break,
-            () = sleep_until(flush_at) => {
+            slot = batches.reserve(), if full.is_some() => match (slot, full.take()) {
+                (Ok(slot), Some(records)) => slot.send(records),
+                _ => return,
+            },
+            () = sleep_until(flush_at), if full.is_none() => {
                 flush_at = None;
-                if send(&batches, &mut batch, settings.batch_size).await.is_err() {
-                    return;
-                }
+                full = Some(std::mem::replace(&mut batch, Vec::with_capacity(size)));
             }
             acquired = permits.clone().acquire_owned(), if permit.is_none() => match acquired {
+                // The permit returns when a record is finished, not when this one drops.
+                Ok(p) if debt > 0 => {
+                    p.forget();
+                    debt -= 1;
+                }
                 Ok(p) => permit = Some(p),
                 Err(_) => break,
             },
-            record = source.next(), if permit.is_some() => {
-                // The permit returns when the record is finished, not when this one drops.
-                if let Some(p) = permit.take() {
-                    p.forget();
+            () = sleep_until(pause_at) => {
+                tracing::info!("pipeline is full: pausing consumption");
+                source.pause();
+                paused = true;
+            }
+            record = source.next(), if can_take || paused => {
+                match permit.take() {
+                    Some(p) if can_take => p.forget(),
+                    other => {
+                        permit = other;
+                        debt += 1;
+                        source.pause();
+                    }
                 }
                 counters.consumed(1);
                 batch.push(record);
                 if batch.len() == 1 {
                     flush_at = Some(Instant::now() + settings.linger);
                 }
-                if batch.len() >= settings.batch_size {
+                if batch.len() >= size && full.is_none() {
                     flush_at = None;
-                    if send(&batches, &mut batch, settings.batch_size).await.is_err() {
-                        return;
-                    }
+                    full = Some(std::mem::replace(&mut batch, Vec::with_capacity(size)));
                 }
             }
         }
     }
-    let _ = send(&batches, &mut batch, settings.batch_size).await;
-}
-
-async fn send(
-    batches: &mpsc::Sender<Vec<InputRecord>>,
-    batch: &mut Vec<InputRecord>,
-    capacity: usize,
-) -> Result<(), mpsc::error::SendError<Vec<InputRecord>>> {
-    if batch.is_empty() {
-        return Ok(());
+    if paused {
+        source.resume();
     }
-    let full = std::mem::replace(batch, Vec::with_capacity(capacity));
-    batches.send(full).await
+    for records in [full, Some(batch)].into_iter().flatten() {
+        if !records.is_empty() && batches.send(records).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Runs one batch through the plugin and the model. Records keep their order.
@@ -337,16 +371,10 @@ async fn process(
         });
     }
 
-    let responses = futures::future::join_all(
-        calls
-            .iter()
-            .map(|(_, request)| stages.inference.infer(request)),
-    )
-    .await;
+    let requests: Vec<&_> = calls.iter().map(|(_, request)| request).collect();
+    let (responses, made) = stages.inference.infer_all(&requests).await;
     let failures = responses.iter().filter(|r| r.is_err()).count() as u64;
-    stages
-        .counters
-        .model_calls(responses.len() as u64, failures);
+    stages.counters.model_calls(made as u64, failures);
 
     let mut records: Vec<Option<InputRecord>> = records.into_iter().map(Some).collect();
     let mut completions = Vec::with_capacity(calls.len());

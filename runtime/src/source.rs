@@ -114,6 +114,29 @@ impl Source {
         }
     }
 
+    /// Stops fetching from every assigned partition; polling goes on.
+    pub fn pause(&self) {
+        match self.consumer.assignment() {
+            Ok(assigned) => {
+                if let Err(error) = self.consumer.pause(&assigned) {
+                    tracing::warn!(%error, "cannot pause partitions");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the assignment to pause it"),
+        }
+    }
+
+    /// Fetches again from every assigned partition.
+    pub fn resume(&self) {
+        match self.consumer.assignment() {
+            Ok(assigned) => match self.consumer.resume(&assigned) {
+                Ok(()) => tracing::info!("consumption resumed"),
+                Err(error) => tracing::warn!(%error, "cannot resume partitions"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot read the assignment to resume it"),
+        }
+    }
+
     /// Commits the stored offsets now, waiting for the broker's answer.
     ///
     /// # Errors

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 pub use overrides::{ENV_PREFIX, Override};
 pub use reader::Problem;
+
+use crate::inference::RetryPolicy;
 use reader::Section;
 
 /// Every default, in one place.
@@ -21,6 +23,13 @@ pub mod defaults {
     pub const MODEL_TIMEOUT: Duration = Duration::from_secs(2);
     pub const MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const MODEL_MAX_IN_FLIGHT: usize = 32;
+    pub const MODEL_CONNECTIONS: usize = 1;
+    pub const MODEL_MAX_BATCH_SIZE: usize = 128;
+    pub const RETRY_ATTEMPTS: usize = 5;
+    pub const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+    pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+    pub const BREAKER_FAILURES: usize = 5;
+    pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
     pub const PLUGIN_MEMORY_LIMIT: u64 = 64 << 20;
     pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
     pub const PLUGIN_WORKERS: usize = 1;
@@ -80,6 +89,16 @@ pub struct ModelSettings {
     pub connect_timeout: Duration,
     /// Calls in flight at once.
     pub max_in_flight: usize,
+    /// HTTP/2 connections to the server, used in turn.
+    pub connections: usize,
+    /// Rows stacked into one call at most; 1 sends every request alone.
+    pub max_batch_size: usize,
+    /// Retries of a call that may succeed later, while the server is up.
+    pub retry: RetryPolicy,
+    /// Consecutive failed calls that make the breaker hold every call back.
+    pub breaker_failures: u32,
+    /// First wait of the breaker before it probes the server; doubles while probes fail.
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +295,15 @@ fn read_model(mut s: Section<'_>) -> ModelSettings {
         timeout: s.duration("timeout", defaults::MODEL_TIMEOUT),
         connect_timeout: s.duration("connect-timeout", defaults::MODEL_CONNECT_TIMEOUT),
         max_in_flight: s.count("max-in-flight", defaults::MODEL_MAX_IN_FLIGHT, 4096),
+        connections: s.count("connections", defaults::MODEL_CONNECTIONS, 64),
+        max_batch_size: s.count("max-batch-size", defaults::MODEL_MAX_BATCH_SIZE, 65_536),
+        retry: RetryPolicy {
+            attempts: s.count("retry-attempts", defaults::RETRY_ATTEMPTS, 100) as u32,
+            base: s.duration("retry-backoff", defaults::RETRY_BACKOFF),
+            max: s.duration("retry-backoff-max", defaults::RETRY_BACKOFF_MAX),
+        },
+        breaker_failures: s.count("breaker-failures", defaults::BREAKER_FAILURES, 10_000) as u32,
+        breaker_cooldown: s.duration("breaker-cooldown", defaults::BREAKER_COOLDOWN),
     }
 }
 

@@ -1,28 +1,40 @@
-//! Calls the model server. One [`Inference`] per process: a gRPC channel to a TensorFlow
-//! Serving-compatible `PredictionService`, a bound on calls in flight, and a deadline per call.
-//! At start-up it checks that the server answers and serves the configured model and signature,
-//! so that a typo in the config stops the runtime instead of dead-lettering every record.
+//! Calls the model server. One [`Inference`] per process, shared by every batch in flight:
+//!
+//! - [`batch`]: requests of a pipeline batch that agree on all but their leading dimension are
+//!   stacked into one call and the response is split back, row by row;
+//! - [`retry`] and [`breaker`]: a failed call that may succeed later (unavailable, overloaded,
+//!   too slow) is retried with backoff and jitter within a budget; when calls keep failing the
+//!   breaker holds every call back until a probe succeeds, so records wait instead of being
+//!   dead-lettered and the pipeline's bounds pause consumption;
+//! - a bound on calls in flight;
+//! - [`tfserving`]: the wire protocol, with a deadline per call and a small pool of HTTP/2
+//!   connections.
+//!
+//! At start-up the backend checks that the server answers and serves the configured model and
+//! signature, so that a typo in the config stops the runtime instead of dead-lettering records.
 
+mod batch;
+mod breaker;
+mod retry;
 mod tensor;
+mod tfserving;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use streaminfer_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use streaminfer_proto::tensorflow::serving::{
-    GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap, model_spec::VersionChoice,
-};
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::config::ModelSettings;
 use crate::failure::{Failure, Fault};
-use crate::plugin::types::{InferenceRequest, InferenceResponse, ModelInfo};
+use crate::plugin::types::{InferenceRequest, InferenceResponse};
+pub use breaker::Breaker;
+pub use retry::RetryPolicy;
 pub use tensor::{TensorError, from_proto, to_proto};
+use tfserving::TfServing;
 
 /// Why a model call failed, or why the model server was refused at start-up.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InferenceError {
     #[error("invalid model endpoint {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
@@ -42,6 +54,8 @@ pub enum InferenceError {
     Status(Status),
     #[error("model call exceeded its deadline of {0:?}")]
     Deadline(Duration),
+    #[error("the response to {rows} stacked rows cannot be split: {message}")]
+    Split { rows: usize, message: String },
 }
 
 impl InferenceError {
@@ -56,6 +70,18 @@ impl InferenceError {
                     | Code::Aborted
             ),
             InferenceError::Deadline(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the server answered, so that it is up even though the call failed.
+    fn server_answered(&self) -> bool {
+        match self {
+            InferenceError::Status(s) => !matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ),
+            InferenceError::Response(_) | InferenceError::Split { .. } => true,
             _ => false,
         }
     }
@@ -79,6 +105,7 @@ impl InferenceError {
                 };
                 Failure::new(reason, Fault::Model, message)
             }
+            InferenceError::Split { .. } => Failure::new("invalid-response", Fault::Model, message),
             InferenceError::Endpoint { .. }
             | InferenceError::Connect { .. }
             | InferenceError::Metadata { .. } => Failure::new("model-error", Fault::Model, message),
@@ -86,161 +113,143 @@ impl InferenceError {
     }
 }
 
-/// A client of one model on one server.
+/// The model client shared by the pipeline.
 #[derive(Debug, Clone)]
 pub struct Inference {
-    client: PredictionServiceClient<Channel>,
-    settings: Arc<ModelSettings>,
-    in_flight: Arc<Semaphore>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: TfServing,
+    breaker: Breaker,
+    retry: RetryPolicy,
+    in_flight: Semaphore,
+    max_batch_rows: usize,
 }
 
 impl Inference {
-    /// Connects to the model server and checks that it serves the configured model (and
-    /// signature, when one is configured).
+    /// Connects to the model server and checks the model.
     ///
     /// # Errors
-    /// [`InferenceError::Endpoint`], [`InferenceError::Connect`] or
-    /// [`InferenceError::Metadata`], each naming the endpoint.
+    /// As [`TfServing::connect`]: a message naming the endpoint and what is wrong.
     pub async fn connect(settings: &ModelSettings) -> Result<Self, InferenceError> {
-        let endpoint = &settings.endpoint;
-        let channel = Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| InferenceError::Endpoint {
-                endpoint: endpoint.clone(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect()
-            .await
-            .map_err(|e| InferenceError::Connect {
-                endpoint: endpoint.clone(),
-                message: error_chain(&e),
-            })?;
-        let inference = Self {
-            client: PredictionServiceClient::new(channel),
-            settings: Arc::new(settings.clone()),
-            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-        };
-        inference.check_model().await?;
-        Ok(inference)
+        let backend = TfServing::connect(settings).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
+                retry: settings.retry,
+                in_flight: Semaphore::new(settings.max_in_flight),
+                max_batch_rows: settings.max_batch_size,
+            }),
+        })
     }
 
-    fn model_spec(&self, signature: Option<&str>) -> ModelSpec {
-        ModelSpec {
-            name: self.settings.name.clone(),
-            version_choice: self.settings.version.map(VersionChoice::Version),
-            signature_name: signature
-                .or(self.settings.signature.as_deref())
-                .unwrap_or_default()
-                .to_owned(),
-        }
+    /// Whether the breaker is holding calls back because the server keeps failing.
+    pub fn is_holding(&self) -> bool {
+        self.inner.breaker.is_open()
     }
 
-    async fn check_model(&self) -> Result<(), InferenceError> {
-        let s = &self.settings;
-        let what = match s.version {
-            Some(v) => format!("model {:?} version {v}", s.name),
-            None => format!("model {:?}", s.name),
-        };
-        let metadata_error = |message: String| InferenceError::Metadata {
-            endpoint: s.endpoint.clone(),
-            what: what.clone(),
-            message,
-        };
-        let request = GetModelMetadataRequest {
-            model_spec: Some(self.model_spec(None)),
-            metadata_field: vec!["signature_def".to_owned()],
-        };
-        let mut client = self.client.clone();
-        let response = tokio::time::timeout(s.connect_timeout, client.get_model_metadata(request))
-            .await
-            .map_err(|_| metadata_error(format!("no answer within {:?}", s.connect_timeout)))?
-            .map_err(|status| metadata_error(format!("{}: {}", status.code(), status.message())))?
-            .into_inner();
-        let Some(signature) = &s.signature else {
-            return Ok(());
-        };
-        let Some(any) = response.metadata.get("signature_def") else {
-            return Err(metadata_error("the metadata has no signature_def".into()));
-        };
-        let map = <SignatureDefMap as prost::Message>::decode(any.value.as_slice())
-            .map_err(|e| metadata_error(format!("cannot decode its signatures: {e}")))?;
-        if map.signature_def.contains_key(signature) {
-            Ok(())
-        } else {
-            let mut known: Vec<&str> = map.signature_def.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            Err(metadata_error(format!(
-                "it has no signature {signature:?} (it has {known:?})"
-            )))
-        }
-    }
-
-    /// Calls the model for one record's request, waiting for a free slot first.
-    ///
-    /// # Errors
-    /// [`InferenceError`] for a malformed request or response, a gRPC status or a deadline.
-    pub async fn infer(
+    /// Answers every request, in order: stacked into as few calls as the batching rules allow,
+    /// the calls made concurrently. Returns the answers and the number of calls made.
+    pub async fn infer_all(
         &self,
-        request: &InferenceRequest,
-    ) -> Result<InferenceResponse, InferenceError> {
-        let inputs = request
-            .inputs
-            .iter()
-            .map(|t| Ok((t.name.clone(), to_proto(t)?)))
-            .collect::<Result<_, TensorError>>()
-            .map_err(InferenceError::Request)?;
-        let predict = PredictRequest {
-            model_spec: Some(self.model_spec(request.signature.as_deref())),
-            inputs,
-            output_filter: request.output_filter.clone(),
-        };
-        let deadline = self.settings.timeout;
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| InferenceError::Status(Status::cancelled("shutting down")))?;
-        let mut call = tonic::Request::new(predict);
-        call.set_timeout(deadline);
-        let mut client = self.client.clone();
-        let response = tokio::time::timeout(deadline, client.predict(call))
-            .await
-            .map_err(|_| InferenceError::Deadline(deadline))?
-            .map_err(InferenceError::Status)?
-            .into_inner();
-        let spec = response.model_spec.unwrap_or_default();
-        let model = ModelInfo {
-            name: if spec.name.is_empty() {
-                self.settings.name.clone()
-            } else {
-                spec.name
-            },
-            version: match spec.version_choice {
-                Some(VersionChoice::Version(v)) => Some(v.to_string()),
-                Some(VersionChoice::VersionLabel(l)) => Some(l),
-                None => self.settings.version.map(|v| v.to_string()),
-            },
-        };
-        let mut outputs = response
-            .outputs
-            .iter()
-            .map(|(name, proto)| from_proto(name, proto))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(InferenceError::Response)?;
-        outputs.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(InferenceResponse { model, outputs })
+        requests: &[&InferenceRequest],
+    ) -> (Vec<Result<InferenceResponse, InferenceError>>, usize) {
+        let plan = batch::plan(requests, self.inner.max_batch_rows);
+        let calls = plan.len();
+        let answers =
+            futures::future::join_all(plan.iter().map(|group| self.answer_group(requests, group)))
+                .await;
+        let mut results: Vec<Option<Result<InferenceResponse, InferenceError>>> =
+            requests.iter().map(|_| None).collect();
+        for (group, answer) in plan.iter().zip(answers) {
+            for (&i, result) in group.iter().zip(answer) {
+                results[i] = Some(result);
+            }
+        }
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(InferenceError::Status(Status::internal(
+                        "request left out of the plan",
+                    )))
+                })
+            })
+            .collect();
+        (results, calls)
     }
-}
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
+    /// One call for a group of requests; a stacked response that cannot be split is answered by
+    /// calling for each request alone.
+    async fn answer_group(
+        &self,
+        requests: &[&InferenceRequest],
+        group: &[usize],
+    ) -> Vec<Result<InferenceResponse, InferenceError>> {
+        if let [single] = group {
+            return vec![self.call(requests[*single]).await];
+        }
+        let stacked = batch::stack(requests, group);
+        let rows = batch::rows_of(requests, group);
+        match self.call(&stacked).await {
+            Ok(response) => match batch::split(response, &rows) {
+                Ok(parts) => parts.into_iter().map(Ok).collect(),
+                Err(message) => {
+                    tracing::debug!(%message, "stacked response cannot be split; calling one by one");
+                    futures::future::join_all(group.iter().map(|&i| self.call(requests[i]))).await
+                }
+            },
+            // One record's bad input fails the whole stack: find it by calling one by one.
+            Err(error) if !error.is_retryable() => {
+                tracing::debug!(%error, rows = group.len(), "stacked call refused; calling one by one");
+                futures::future::join_all(group.iter().map(|&i| self.call(requests[i]))).await
+            }
+            Err(error) => group.iter().map(|_| Err(error.clone())).collect(),
+        }
     }
-    message
+
+    /// One call with retries: waits while the breaker holds calls, retries what may succeed
+    /// later within the retry budget, gives up at once on what will not.
+    async fn call(&self, request: &InferenceRequest) -> Result<InferenceResponse, InferenceError> {
+        let inner = &self.inner;
+        let mut failures = 0;
+        loop {
+            inner.breaker.ready().await;
+            let result = {
+                let _slot = inner
+                    .in_flight
+                    .acquire()
+                    .await
+                    .map_err(|_| InferenceError::Status(Status::cancelled("closed")))?;
+                inner.backend.predict(request).await
+            };
+            match result {
+                Ok(response) => {
+                    inner.breaker.succeeded();
+                    return Ok(response);
+                }
+                Err(error) if error.is_retryable() => {
+                    if inner.breaker.failed() {
+                        // The server is down: the call waits for it and keeps its budget.
+                        continue;
+                    }
+                    failures += 1;
+                    if failures >= inner.retry.attempts {
+                        return Err(error);
+                    }
+                    tracing::debug!(%error, failures, "model call failed; retrying");
+                    tokio::time::sleep(inner.retry.backoff(failures)).await;
+                }
+                Err(error) => {
+                    if error.server_answered() {
+                        inner.breaker.succeeded();
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
 }

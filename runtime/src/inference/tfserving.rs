@@ -1,0 +1,183 @@
+//! The TensorFlow Serving backend: `tensorflow.serving.PredictionService` over gRPC. One call
+//! is one `Predict`; this module knows the wire messages and nothing of batching or retries.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use streaminfer_proto::SIGNATURE_DEF_FIELD;
+use streaminfer_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use streaminfer_proto::tensorflow::serving::{
+    GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap, model_spec::VersionChoice,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use super::InferenceError;
+use super::tensor::{TensorError, from_proto, to_proto};
+use crate::config::ModelSettings;
+use crate::plugin::types::{InferenceRequest, InferenceResponse, ModelInfo};
+
+/// Clients of one model on one server, over `connections` HTTP/2 connections used in turn.
+#[derive(Debug)]
+pub(crate) struct TfServing {
+    clients: Vec<PredictionServiceClient<Channel>>,
+    next: AtomicUsize,
+    settings: ModelSettings,
+}
+
+impl TfServing {
+    /// Opens the connections and checks that the server serves the configured model (and
+    /// signature, when one is configured).
+    ///
+    /// # Errors
+    /// [`InferenceError::Endpoint`], [`InferenceError::Connect`] or
+    /// [`InferenceError::Metadata`], each naming the endpoint.
+    pub(crate) async fn connect(settings: &ModelSettings) -> Result<Self, InferenceError> {
+        let endpoint = &settings.endpoint;
+        let template = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| InferenceError::Endpoint {
+                endpoint: endpoint.clone(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let mut clients = Vec::with_capacity(settings.connections);
+        for _ in 0..settings.connections {
+            // Each `connect` opens its own HTTP/2 connection.
+            let channel = template
+                .connect()
+                .await
+                .map_err(|e| InferenceError::Connect {
+                    endpoint: endpoint.clone(),
+                    message: error_chain(&e),
+                })?;
+            clients.push(PredictionServiceClient::new(channel));
+        }
+        let backend = Self {
+            clients,
+            next: AtomicUsize::new(0),
+            settings: settings.clone(),
+        };
+        backend.check_model().await?;
+        Ok(backend)
+    }
+
+    fn client(&self) -> PredictionServiceClient<Channel> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        self.clients[i].clone()
+    }
+
+    fn model_spec(&self, signature: Option<&str>) -> ModelSpec {
+        ModelSpec {
+            name: self.settings.name.clone(),
+            version_choice: self.settings.version.map(VersionChoice::Version),
+            signature_name: signature
+                .or(self.settings.signature.as_deref())
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    async fn check_model(&self) -> Result<(), InferenceError> {
+        let s = &self.settings;
+        let what = match s.version {
+            Some(v) => format!("model {:?} version {v}", s.name),
+            None => format!("model {:?}", s.name),
+        };
+        let metadata_error = |message: String| InferenceError::Metadata {
+            endpoint: s.endpoint.clone(),
+            what: what.clone(),
+            message,
+        };
+        let request = GetModelMetadataRequest {
+            model_spec: Some(self.model_spec(None)),
+            metadata_field: vec![SIGNATURE_DEF_FIELD.to_owned()],
+        };
+        let response =
+            tokio::time::timeout(s.connect_timeout, self.client().get_model_metadata(request))
+                .await
+                .map_err(|_| metadata_error(format!("no answer within {:?}", s.connect_timeout)))?
+                .map_err(|status| {
+                    metadata_error(format!("{}: {}", status.code(), status.message()))
+                })?
+                .into_inner();
+        let Some(signature) = &s.signature else {
+            return Ok(());
+        };
+        let Some(any) = response.metadata.get(SIGNATURE_DEF_FIELD) else {
+            return Err(metadata_error("the metadata has no signature_def".into()));
+        };
+        let map = <SignatureDefMap as prost::Message>::decode(any.value.as_slice())
+            .map_err(|e| metadata_error(format!("cannot decode its signatures: {e}")))?;
+        if map.signature_def.contains_key(signature) {
+            Ok(())
+        } else {
+            let mut known: Vec<&str> = map.signature_def.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            Err(metadata_error(format!(
+                "it has no signature {signature:?} (it has {known:?})"
+            )))
+        }
+    }
+
+    /// One `Predict` call with the configured deadline.
+    ///
+    /// # Errors
+    /// [`InferenceError`] for a malformed request or response, a gRPC status or the deadline.
+    pub(crate) async fn predict(
+        &self,
+        request: &InferenceRequest,
+    ) -> Result<InferenceResponse, InferenceError> {
+        let inputs = request
+            .inputs
+            .iter()
+            .map(|t| Ok((t.name.clone(), to_proto(t)?)))
+            .collect::<Result<_, TensorError>>()
+            .map_err(InferenceError::Request)?;
+        let predict = PredictRequest {
+            model_spec: Some(self.model_spec(request.signature.as_deref())),
+            inputs,
+            output_filter: request.output_filter.clone(),
+        };
+        let deadline = self.settings.timeout;
+        let mut call = tonic::Request::new(predict);
+        call.set_timeout(deadline);
+        let response = tokio::time::timeout(deadline, self.client().predict(call))
+            .await
+            .map_err(|_| InferenceError::Deadline(deadline))?
+            .map_err(InferenceError::Status)?
+            .into_inner();
+        let spec = response.model_spec.unwrap_or_default();
+        let model = ModelInfo {
+            name: if spec.name.is_empty() {
+                self.settings.name.clone()
+            } else {
+                spec.name
+            },
+            version: match spec.version_choice {
+                Some(VersionChoice::Version(v)) => Some(v.to_string()),
+                Some(VersionChoice::VersionLabel(l)) => Some(l),
+                None => self.settings.version.map(|v| v.to_string()),
+            },
+        };
+        let mut outputs = response
+            .outputs
+            .iter()
+            .map(|(name, proto)| from_proto(name, proto))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(InferenceError::Response)?;
+        outputs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(InferenceResponse { model, outputs })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
+}
