@@ -202,7 +202,9 @@ impl Pipeline {
                     tracing::info!(
                         consumed = s.consumed, produced = s.produced, dead_lettered = s.dead_lettered,
                         skipped = s.skipped, model_calls = s.model_calls, model_failures = s.model_failures,
-                        open = tracker.open(), "progress"
+                        open = tracker.open(),
+                        model_concurrency = self.stages.inference.concurrency(),
+                        model_holding = self.stages.inference.is_holding(), "progress"
                     );
                 }
             }

@@ -22,6 +22,7 @@ pub mod defaults {
 
     pub const MODEL_TIMEOUT: Duration = Duration::from_secs(2);
     pub const MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const MODEL_MIN_IN_FLIGHT: usize = 1;
     pub const MODEL_MAX_IN_FLIGHT: usize = 32;
     pub const MODEL_CONNECTIONS: usize = 1;
     pub const MODEL_MAX_BATCH_SIZE: usize = 128;
@@ -87,7 +88,8 @@ pub struct ModelSettings {
     /// Deadline of one call.
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Calls in flight at once.
+    /// Calls in flight at once: the adaptive limit stays within these bounds.
+    pub min_in_flight: usize,
     pub max_in_flight: usize,
     /// HTTP/2 connections to the server, used in turn.
     pub connections: usize,
@@ -287,6 +289,14 @@ fn read_model(mut s: Section<'_>) -> ModelSettings {
         }
         v => v,
     };
+    let min_in_flight = s.count("min-in-flight", defaults::MODEL_MIN_IN_FLIGHT, 4096);
+    let max_in_flight = s.count("max-in-flight", defaults::MODEL_MAX_IN_FLIGHT, 4096);
+    if min_in_flight > max_in_flight {
+        s.problem(
+            "min-in-flight",
+            format!("must not exceed max-in-flight ({max_in_flight}), found {min_in_flight}"),
+        );
+    }
     ModelSettings {
         endpoint,
         name,
@@ -294,7 +304,8 @@ fn read_model(mut s: Section<'_>) -> ModelSettings {
         signature: s.optional_string("signature"),
         timeout: s.duration("timeout", defaults::MODEL_TIMEOUT),
         connect_timeout: s.duration("connect-timeout", defaults::MODEL_CONNECT_TIMEOUT),
-        max_in_flight: s.count("max-in-flight", defaults::MODEL_MAX_IN_FLIGHT, 4096),
+        min_in_flight,
+        max_in_flight,
         connections: s.count("connections", defaults::MODEL_CONNECTIONS, 64),
         max_batch_size: s.count("max-batch-size", defaults::MODEL_MAX_BATCH_SIZE, 65_536),
         retry: RetryPolicy {

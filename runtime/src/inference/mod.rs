@@ -6,7 +6,7 @@
 //!   too slow) is retried with backoff and jitter within a budget; when calls keep failing the
 //!   breaker holds every call back until a probe succeeds, so records wait instead of being
 //!   dead-lettered and the pipeline's bounds pause consumption;
-//! - a bound on calls in flight;
+//! - [`limit`]: an adaptive bound on calls in flight;
 //! - [`tfserving`]: the wire protocol, with a deadline per call and a small pool of HTTP/2
 //!   connections.
 //!
@@ -15,6 +15,7 @@
 
 mod batch;
 mod breaker;
+mod limit;
 mod retry;
 mod tensor;
 mod tfserving;
@@ -22,13 +23,13 @@ mod tfserving;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tonic::{Code, Status};
 
 use crate::config::ModelSettings;
 use crate::failure::{Failure, Fault};
 use crate::plugin::types::{InferenceRequest, InferenceResponse};
 pub use breaker::Breaker;
+use limit::{AdaptiveLimit, Outcome};
 pub use retry::RetryPolicy;
 pub use tensor::{TensorError, from_proto, to_proto};
 use tfserving::TfServing;
@@ -69,6 +70,17 @@ impl InferenceError {
                     | Code::DeadlineExceeded
                     | Code::Aborted
             ),
+            InferenceError::Deadline(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the failure says the server has more work than it can do.
+    fn is_overload(&self) -> bool {
+        match self {
+            InferenceError::Status(s) => {
+                matches!(s.code(), Code::ResourceExhausted | Code::DeadlineExceeded)
+            }
             InferenceError::Deadline(_) => true,
             _ => false,
         }
@@ -124,7 +136,7 @@ struct Inner {
     backend: TfServing,
     breaker: Breaker,
     retry: RetryPolicy,
-    in_flight: Semaphore,
+    in_flight: AdaptiveLimit,
     max_batch_rows: usize,
 }
 
@@ -140,10 +152,15 @@ impl Inference {
                 backend,
                 breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
                 retry: settings.retry,
-                in_flight: Semaphore::new(settings.max_in_flight),
+                in_flight: AdaptiveLimit::new(settings.min_in_flight, settings.max_in_flight),
                 max_batch_rows: settings.max_batch_size,
             }),
         })
+    }
+
+    /// Model calls allowed in flight right now (adaptive, see [`limit`]).
+    pub fn concurrency(&self) -> usize {
+        self.inner.in_flight.current()
     }
 
     /// Whether the breaker is holding calls back because the server keeps failing.
@@ -218,14 +235,14 @@ impl Inference {
         let mut failures = 0;
         loop {
             inner.breaker.ready().await;
-            let result = {
-                let _slot = inner
-                    .in_flight
-                    .acquire()
-                    .await
-                    .map_err(|_| InferenceError::Status(Status::cancelled("closed")))?;
-                inner.backend.predict(request).await
-            };
+            let slot = inner.in_flight.acquire().await;
+            let result = inner.backend.predict(request).await;
+            slot.finish(match &result {
+                Ok(_) => Outcome::Answered(Duration::ZERO),
+                Err(e) if e.is_overload() => Outcome::Overloaded,
+                Err(e) if e.server_answered() => Outcome::Answered(Duration::ZERO),
+                Err(_) => Outcome::Ignored,
+            });
             match result {
                 Ok(response) => {
                     inner.breaker.succeeded();
