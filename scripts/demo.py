@@ -1,6 +1,6 @@
 """The fraud-scoring demo, after scripts/demo.sh has set up and built everything.
 
-Starts a tansu broker and the model server on 127.0.0.1, creates the topics named in
+Starts a tansu broker (and, with --backend tf-serving, the model server) on 127.0.0.1, creates the topics named in
 config/fraud.toml, produces synthetic transactions plus one poison record, runs the runtime
 with the fraud plugin until every transaction is scored, prints what it found, stops the runtime
 with SIGTERM and reports its exit status. Whatever happens (an error, Ctrl-C, SIGTERM), every
@@ -60,13 +60,18 @@ def run(args, started: list[services.Service]) -> int:
     log_dir = args.work_dir
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    step("Starting the tansu broker and the model server (127.0.0.1)")
+    serving = args.backend == "tf-serving"
+    step("Starting the tansu broker" + (" and the model server" if serving else "") + " (127.0.0.1)")
     broker = services.start_broker(log_dir, port=choose_port(DEFAULT_BROKER_PORT))
     started.append(broker)
     print(f"    broker       {broker.bootstrap}  (log {broker.log_path})")
-    model = services.start_model_server(log_dir, port=choose_port(DEFAULT_MODEL_PORT))
-    started.append(model)
-    print(f"    model server {model.endpoint}  serving 'fraud' from {paths.FRAUD_MODEL_BASE}  (log {model.log_path})")
+    model = None
+    if serving:
+        model = services.start_model_server(log_dir, port=choose_port(DEFAULT_MODEL_PORT))
+        started.append(model)
+        print(f"    model server {model.endpoint}  serving 'fraud' from {paths.FRAUD_MODEL_BASE}  (log {model.log_path})")
+    else:
+        print(f"    model        {config['model']['path']} (ONNX, run inside the runtime: no model server)")
 
     step("Creating topics")
     kafka.create_topics(broker.bootstrap, {topic_in: 4, topic_out: 4, topic_dead: 1})
@@ -84,7 +89,8 @@ def run(args, started: list[services.Service]) -> int:
     overrides = {}
     if broker.port != DEFAULT_BROKER_PORT:
         overrides["kafka.brokers"] = broker.bootstrap
-    if model.port != DEFAULT_MODEL_PORT:
+    if model is not None:
+        overrides["model.backend"] = "tf-serving"
         overrides["model.endpoint"] = model.endpoint
     runtime = services.start_runtime(args.runtime, args.plugin, args.config, overrides, log_dir / "runtime.log")
     started.append(runtime)
@@ -162,6 +168,12 @@ def main() -> int:
     parser.add_argument("--runtime", type=Path, default=paths.runtime_binary())
     parser.add_argument("--plugin", type=Path, default=paths.fraud_plugin())
     parser.add_argument("--config", type=Path, default=paths.FRAUD_CONFIG)
+    parser.add_argument(
+        "--backend",
+        choices=["onnx", "tf-serving"],
+        default="onnx",
+        help="run the model in process (the config's default) or call the TF Serving-compatible server",
+    )
     parser.add_argument("--work-dir", type=Path, default=paths.REPO / ".cache" / "demo")
     args = parser.parse_args()
     for what, path in (("runtime", args.runtime), ("plugin", args.plugin)):
@@ -181,7 +193,7 @@ def main() -> int:
             if service.running():
                 service.stop()
         if started:
-            print("(broker, model server and runtime stopped)")
+            print("(everything started here is stopped)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fraud-scoring demo in one command, on a fresh machine:
-#   scripts/demo.sh [--count N] [--seed S]
+#   scripts/demo.sh [--count N] [--seed S] [--backend onnx|tf-serving]
 # Sets up (scripts/setup.sh), builds the runtime and the fraud plugin, then hands over to
-# scripts/demo.py, which starts a tansu broker and the model server on 127.0.0.1, streams
+# scripts/demo.py, which starts a tansu broker on 127.0.0.1 (and, with --backend tf-serving, the
+# model server; by default the model runs inside the runtime), streams
 # synthetic transactions through the runtime, prints the scores, and stops every process it
 # started on the way out (also on an error, Ctrl-C or SIGTERM).
 set -euo pipefail

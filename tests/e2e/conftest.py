@@ -103,6 +103,7 @@ def overrides(broker, model_server, topics) -> dict[str, object]:
         "kafka.input-topic": topics.input,
         "kafka.output-topic": topics.output,
         "kafka.dead-letter-topic": topics.dead_letter,
+        "model.backend": "tf-serving",
         "model.endpoint": model_server.endpoint,
     }
 

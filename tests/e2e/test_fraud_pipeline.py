@@ -43,7 +43,15 @@ def some(items, n: int = 5) -> str:
     return ", ".join(map(str, items[:n])) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def test_fraud_end_to_end(broker, model_server, topics, overrides, start_runtime):
+def embedded(overrides: dict[str, object]) -> dict[str, object]:
+    """The overrides without the model server: config/fraud.toml's embedded ONNX model."""
+    return {k: v for k, v in overrides.items() if k not in ("model.backend", "model.endpoint")}
+
+
+@pytest.mark.parametrize("backend", ["tf-serving", "onnx"])
+def test_fraud_end_to_end(backend, broker, model_server, topics, overrides, start_runtime):
+    """The same input and the same checks against the TensorFlow model's own scores, whether
+    the runtime calls the TF Serving-compatible server or runs the ONNX export in process."""
     # Input: 10,000 transactions with one poison record (not JSON) in the middle.
     inputs = fraud.input_records(SEED, COUNT, poison=1)
     produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
@@ -52,7 +60,7 @@ def test_fraud_end_to_end(broker, model_server, topics, overrides, start_runtime
     transactions = {r.transaction["id"]: r for r in inputs if not r.poison}
     (poison,) = [r for r in inputs if r.poison]
 
-    runtime = start_runtime(overrides)
+    runtime = start_runtime(overrides if backend == "tf-serving" else embedded(overrides))
 
     with kafka.TopicReader(broker.bootstrap, topics.output) as out_reader, \
             kafka.TopicReader(broker.bootstrap, topics.dead_letter) as dead_reader:

@@ -76,10 +76,18 @@ pub struct KafkaSettings {
     pub producer: Passthrough,
 }
 
+/// Where predictions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A TensorFlow Serving-compatible gRPC server at `http://host:port`.
+    TfServing { endpoint: String },
+    /// An ONNX model run in process.
+    Onnx { path: PathBuf },
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
-    /// `http://host:port` of a TensorFlow Serving-compatible gRPC endpoint.
-    pub endpoint: String,
+    pub backend: Backend,
     pub name: String,
     /// A fixed model version; the server's latest when `None`.
     pub version: Option<i64>,
@@ -216,7 +224,8 @@ pub fn from_str(
         overrides::apply(&mut root, ov).map_err(ConfigError::Override)?;
     }
     let mut problems = Vec::new();
-    let settings = read(root, plugin, &mut problems);
+    let config_dir = path.parent().unwrap_or(Path::new("."));
+    let settings = read(root, config_dir, plugin, &mut problems);
     if problems.is_empty() {
         Ok(settings)
     } else {
@@ -227,10 +236,15 @@ pub fn from_str(
     }
 }
 
-fn read(root: toml::Table, plugin: &Path, problems: &mut Vec<Problem>) -> Settings {
+fn read(
+    root: toml::Table,
+    config_dir: &Path,
+    plugin: &Path,
+    problems: &mut Vec<Problem>,
+) -> Settings {
     let mut root = Section::new("", root, problems);
     let kafka = read_kafka(root.section("kafka"));
-    let model = read_model(root.section("model"));
+    let model = read_model(root.section("model"), config_dir);
     let plugin = read_plugin(root.section("plugin"), plugin);
     let pipeline = read_pipeline(root.section("pipeline"));
     Settings {
@@ -272,16 +286,14 @@ fn passthrough(s: &mut Section<'_>, key: &str, owned: &[&str]) -> Passthrough {
     Passthrough(s.section(key).string_map(owned))
 }
 
-fn read_model(mut s: Section<'_>) -> ModelSettings {
-    let endpoint = s.string("endpoint");
-    let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
-    if !endpoint.is_empty() && !is_url {
-        s.problem(
-            "endpoint",
-            format!("expected a URL like \"http://127.0.0.1:8500\", found {endpoint:?}"),
-        );
-    }
-    let name = s.string("name");
+fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
+    let backend = read_backend(&mut s, config_dir);
+    let name = match &backend {
+        Some(Backend::Onnx { path }) if s.optional_string_peek("name").is_none() => path
+            .file_stem()
+            .map_or_else(|| "model".to_owned(), |n| n.to_string_lossy().into_owned()),
+        _ => s.string("name"),
+    };
     let version = match s.optional_integer("version") {
         Some(v) if v < 0 => {
             s.problem("version", format!("must not be negative, found {v}"));
@@ -298,7 +310,9 @@ fn read_model(mut s: Section<'_>) -> ModelSettings {
         );
     }
     ModelSettings {
-        endpoint,
+        backend: backend.unwrap_or(Backend::Onnx {
+            path: PathBuf::new(),
+        }),
         name,
         version,
         signature: s.optional_string("signature"),
@@ -315,6 +329,67 @@ fn read_model(mut s: Section<'_>) -> ModelSettings {
         },
         breaker_failures: s.count("breaker-failures", defaults::BREAKER_FAILURES, 10_000) as u32,
         breaker_cooldown: s.duration("breaker-cooldown", defaults::BREAKER_COOLDOWN),
+    }
+}
+
+/// `model.endpoint` names a server, `model.path` an ONNX file (relative to the config file);
+/// `model.backend` chooses when both are set.
+fn read_backend(s: &mut Section<'_>, config_dir: &Path) -> Option<Backend> {
+    let kind = s.optional_string("backend");
+    let endpoint = s.optional_string("endpoint");
+    let path = s.optional_string("path");
+    let server = |s: &mut Section<'_>, endpoint: String| {
+        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if is_url {
+            Some(Backend::TfServing { endpoint })
+        } else {
+            s.problem(
+                "endpoint",
+                format!("expected a URL like \"http://127.0.0.1:8500\", found {endpoint:?}"),
+            );
+            None
+        }
+    };
+    let embedded = |path: String| {
+        Some(Backend::Onnx {
+            path: config_dir.join(path),
+        })
+    };
+    match (kind.as_deref(), endpoint, path) {
+        (Some("tf-serving") | None, Some(endpoint), None)
+        | (Some("tf-serving"), Some(endpoint), Some(_)) => server(s, endpoint),
+        (Some("onnx") | None, None, Some(path)) | (Some("onnx"), Some(_), Some(path)) => {
+            embedded(path)
+        }
+        (Some("tf-serving"), None, _) => {
+            s.problem("endpoint", "required with backend \"tf-serving\"");
+            None
+        }
+        (Some("onnx"), _, None) => {
+            s.problem("path", "required with backend \"onnx\"");
+            None
+        }
+        (Some(other), _, _) => {
+            s.problem(
+                "backend",
+                format!("expected \"tf-serving\" or \"onnx\", found {other:?}"),
+            );
+            None
+        }
+        (None, Some(_), Some(_)) => {
+            s.problem(
+                "backend",
+                "both endpoint and path are set: choose with backend = \"tf-serving\" or \"onnx\"",
+            );
+            None
+        }
+        (None, None, None) => {
+            s.problem(
+                "endpoint",
+                "set endpoint (a TensorFlow Serving-compatible server) or path (an ONNX model run in process)",
+            );
+            None
+        }
     }
 }
 
@@ -452,8 +527,54 @@ mod tests {
             "{found:?}"
         );
         assert!(
-            found.contains(&"model.endpoint: required, not set".to_owned()),
+            found
+                .iter()
+                .any(|p| p.starts_with("model.endpoint: set endpoint")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_backend_follows_endpoint_or_path_and_onnx_paths_are_relative_to_the_config() {
+        let onnx = "[kafka]\nbrokers = \"b\"\ngroup-id = \"g\"\ninput-topic = \"i\"\noutput-topic = \"o\"\ndead-letter-topic = \"d\"\n[model]\npath = \"../models/m.onnx\"\n";
+        let ovs: Vec<Override> = Vec::new();
+        let s = from_str(
+            onnx,
+            Path::new("/etc/app/config.toml"),
+            Path::new("p.wasm"),
+            &ovs,
+        )
+        .expect("valid");
+        assert_eq!(
+            s.model.backend,
+            Backend::Onnx {
+                path: PathBuf::from("/etc/app/../models/m.onnx")
+            }
+        );
+        assert_eq!(
+            s.model.name, "m",
+            "an embedded model is named after its file"
+        );
+
+        let s = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(
+            s.model.backend,
+            Backend::TfServing {
+                endpoint: "http://127.0.0.1:8500".into()
+            }
+        );
+
+        let both = problems(parse(MINIMAL, &["model.path=m.onnx"]).expect_err("ambiguous"));
+        assert!(
+            both.iter().any(|p| p.starts_with("model.backend: both")),
+            "{both:?}"
+        );
+        let s = parse(MINIMAL, &["model.path=m.onnx", "model.backend=onnx"]).expect("chosen");
+        assert!(matches!(s.model.backend, Backend::Onnx { .. }));
+        let bad = problems(parse(MINIMAL, &["model.backend=triton"]).expect_err("unknown"));
+        assert!(
+            bad.iter().any(|p| p.contains("\"tf-serving\" or \"onnx\"")),
+            "{bad:?}"
         );
     }
 

@@ -97,6 +97,11 @@ impl<'p> Section<'p> {
         }
     }
 
+    /// Whether `key` holds a string, without taking it.
+    pub(crate) fn optional_string_peek(&self, key: &str) -> Option<&str> {
+        self.table.get(key).and_then(toml::Value::as_str)
+    }
+
     pub(crate) fn optional_integer(&mut self, key: &str) -> Option<i64> {
         match self.take(key)? {
             Value::Integer(i) => Some(i),

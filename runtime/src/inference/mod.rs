@@ -16,6 +16,7 @@
 mod batch;
 mod breaker;
 mod limit;
+mod onnx;
 mod retry;
 mod tensor;
 mod tfserving;
@@ -25,11 +26,12 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use crate::config::ModelSettings;
+use crate::config::{Backend as BackendSettings, ModelSettings};
 use crate::failure::{Failure, Fault};
 use crate::plugin::types::{InferenceRequest, InferenceResponse};
 pub use breaker::Breaker;
 use limit::{AdaptiveLimit, Outcome};
+use onnx::OnnxModel;
 pub use retry::RetryPolicy;
 pub use tensor::{TensorError, from_proto, to_proto};
 use tfserving::TfServing;
@@ -39,6 +41,11 @@ use tfserving::TfServing;
 pub enum InferenceError {
     #[error("invalid model endpoint {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
+    #[error("cannot load the ONNX model {path}: {message}")]
+    Load {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("cannot reach the model server at {endpoint}: {message}")]
     Connect { endpoint: String, message: String },
     #[error("the model server at {endpoint} does not serve {what}: {message}")]
@@ -119,6 +126,7 @@ impl InferenceError {
             }
             InferenceError::Split { .. } => Failure::new("invalid-response", Fault::Model, message),
             InferenceError::Endpoint { .. }
+            | InferenceError::Load { .. }
             | InferenceError::Connect { .. }
             | InferenceError::Metadata { .. } => Failure::new("model-error", Fault::Model, message),
         }
@@ -131,9 +139,28 @@ pub struct Inference {
     inner: Arc<Inner>,
 }
 
+/// The model backends, behind one `predict`.
+#[derive(Debug)]
+enum Backend {
+    TfServing(Box<TfServing>),
+    Onnx(Arc<OnnxModel>),
+}
+
+impl Backend {
+    async fn predict(
+        &self,
+        request: &InferenceRequest,
+    ) -> Result<InferenceResponse, InferenceError> {
+        match self {
+            Backend::TfServing(server) => server.predict(request).await,
+            Backend::Onnx(model) => model.predict(request).await,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    backend: TfServing,
+    backend: Backend,
     breaker: Breaker,
     retry: RetryPolicy,
     in_flight: AdaptiveLimit,
@@ -146,7 +173,23 @@ impl Inference {
     /// # Errors
     /// As [`TfServing::connect`]: a message naming the endpoint and what is wrong.
     pub async fn connect(settings: &ModelSettings) -> Result<Self, InferenceError> {
-        let backend = TfServing::connect(settings).await?;
+        let backend = match &settings.backend {
+            BackendSettings::TfServing { endpoint } => {
+                Backend::TfServing(Box::new(TfServing::connect(settings, endpoint).await?))
+            }
+            BackendSettings::Onnx { path } => {
+                let (path, name, version) = (path.clone(), settings.name.clone(), settings.version);
+                let loaded =
+                    tokio::task::spawn_blocking(move || OnnxModel::load(&path, &name, version))
+                        .await
+                        .map_err(|e| {
+                            InferenceError::Status(Status::internal(format!(
+                                "loading the model panicked: {e}"
+                            )))
+                        })??;
+                Backend::Onnx(Arc::new(loaded))
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,

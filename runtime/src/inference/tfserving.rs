@@ -19,6 +19,7 @@ use crate::plugin::types::{InferenceRequest, InferenceResponse, ModelInfo};
 /// Clients of one model on one server, over `connections` HTTP/2 connections used in turn.
 #[derive(Debug)]
 pub(crate) struct TfServing {
+    endpoint: String,
     clients: Vec<PredictionServiceClient<Channel>>,
     next: AtomicUsize,
     settings: ModelSettings,
@@ -31,8 +32,11 @@ impl TfServing {
     /// # Errors
     /// [`InferenceError::Endpoint`], [`InferenceError::Connect`] or
     /// [`InferenceError::Metadata`], each naming the endpoint.
-    pub(crate) async fn connect(settings: &ModelSettings) -> Result<Self, InferenceError> {
-        let endpoint = &settings.endpoint;
+    pub(crate) async fn connect(
+        settings: &ModelSettings,
+        endpoint: &str,
+    ) -> Result<Self, InferenceError> {
+        let endpoint = &endpoint.to_owned();
         let template = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| InferenceError::Endpoint {
                 endpoint: endpoint.clone(),
@@ -54,6 +58,7 @@ impl TfServing {
             clients.push(PredictionServiceClient::new(channel));
         }
         let backend = Self {
+            endpoint: endpoint.clone(),
             clients,
             next: AtomicUsize::new(0),
             settings: settings.clone(),
@@ -85,7 +90,7 @@ impl TfServing {
             None => format!("model {:?}", s.name),
         };
         let metadata_error = |message: String| InferenceError::Metadata {
-            endpoint: s.endpoint.clone(),
+            endpoint: self.endpoint.clone(),
             what: what.clone(),
             message,
         };
