@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::{Completion, Config, Decision, Output, Plugin, PluginError, Record};
+use crate::{Completion, Config, Decision, ModelRequirements, Output, Plugin, PluginError, Record};
 
 /// Where `export_plugin!` keeps the configured plugin. A component instance runs on a single
 /// thread, so a thread-local cell is the whole of the synchronization it needs.
@@ -43,6 +43,17 @@ pub fn configure<P: Plugin + 'static>(
         *current = None;
         *current = Some(P::configure(&config)?);
         Ok(())
+    })
+}
+
+/// The configured plugin's [`Plugin::requirements`]; nothing before a successful configure.
+pub fn requirements<P: Plugin + 'static>(slot: &'static LocalKey<Slot<P>>) -> ModelRequirements {
+    slot.with(|slot| match slot.0.try_borrow() {
+        Ok(current) => current
+            .as_ref()
+            .map(Plugin::requirements)
+            .unwrap_or_default(),
+        Err(_) => ModelRequirements::default(),
     })
 }
 

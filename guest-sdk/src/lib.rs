@@ -89,8 +89,9 @@ pub mod bindings {
 }
 
 pub use bindings::streaminfer::plugin::types::{
-    Completion, Decision, Header, InferenceRequest as Request, InferenceResponse as Response,
-    InputRecord as Record, ModelInfo, OutputRecord as Output, PluginError, Tensor, TensorData,
+    Completion, Decision, Dtype, Header, InferenceRequest as Request,
+    InferenceResponse as Response, InputRecord as Record, ModelInfo, ModelRequirements,
+    OutputRecord as Output, PluginError, Tensor, TensorData, TensorSpec,
 };
 pub use config::Config;
 
@@ -109,6 +110,12 @@ pub trait Plugin {
     where
         Self: Sized;
 
+    /// What this plugin sends the model and reads back, for the host to check against the
+    /// model before any record flows. The default declares nothing and checks nothing.
+    fn requirements(&self) -> ModelRequirements {
+        ModelRequirements::default()
+    }
+
     /// Decides what to do with one record.
     ///
     /// # Errors
@@ -120,6 +127,37 @@ pub trait Plugin {
     /// # Errors
     /// Usually [`PluginError::InvalidResponse`]: the record goes to the dead-letter topic.
     fn complete(&self, record: &Record, response: &Response) -> Result<Vec<Output>, PluginError>;
+}
+
+// The type is generated from the WIT, so the derive cannot be written on it.
+#[allow(clippy::derivable_impls)]
+impl Default for ModelRequirements {
+    fn default() -> Self {
+        Self {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl ModelRequirements {
+    /// Declares an input tensor; `-1` in `shape` stands for any size (the batch dimension).
+    #[must_use]
+    pub fn input(mut self, name: &str, dtype: Dtype, shape: impl Into<Vec<i64>>) -> Self {
+        self.inputs.push(TensorSpec {
+            name: name.to_owned(),
+            dtype,
+            shape: shape.into(),
+        });
+        self
+    }
+
+    /// Declares an output the plugin reads.
+    #[must_use]
+    pub fn output(mut self, name: &str) -> Self {
+        self.outputs.push(name.to_owned());
+        self
+    }
 }
 
 impl PluginError {
@@ -159,6 +197,10 @@ macro_rules! export_plugin {
                     settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::export::configure(&PLUGIN, settings)
+                }
+
+                fn requirements() -> $crate::ModelRequirements {
+                    $crate::export::requirements(&PLUGIN)
                 }
 
                 fn prepare(

@@ -95,6 +95,17 @@ pub async fn run(
     else {
         return Err(RunError::Startup(problems));
     };
+    let disagreements = inference::mismatches(plugin.requirements(), inference.description());
+    if !disagreements.is_empty() {
+        let mut problems = vec![format!(
+            "the plugin {} and the model {:?} disagree:",
+            settings.plugin.path.display(),
+            settings.model.name
+        )];
+        problems.extend(disagreements.into_iter().map(|d| format!("  {d}")));
+        plugin.shutdown();
+        return Err(RunError::Startup(problems));
+    }
     tracing::info!(
         plugin = %settings.plugin.path.display(),
         input = %settings.kafka.input_topic,

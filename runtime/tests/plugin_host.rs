@@ -227,3 +227,16 @@ fn files_that_are_not_plugins_are_refused_with_their_path() {
 
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_fraud_plugin_declares_what_it_sends_and_reads() {
+    use streaminfer::plugin::types::Dtype;
+    let pool = PluginPool::start(load(&[]).expect("loads"), 1).expect("starts");
+    let required = pool.requirements();
+    assert_eq!(required.inputs.len(), 1);
+    assert_eq!(required.inputs[0].name, "features");
+    assert_eq!(required.inputs[0].dtype, Dtype::F32);
+    assert_eq!(required.inputs[0].shape, [-1, 30]);
+    assert_eq!(required.outputs, ["fraud_probability"]);
+    pool.shutdown();
+}

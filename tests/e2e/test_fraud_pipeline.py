@@ -246,3 +246,29 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(broker, topics, overrides
     assert not missing, f"ids never scored: {some(missing)}"
     assert not duplicates, f"ids scored twice across a clean stop: {some(duplicates)}"
     assert kafka.committed_offsets(broker.bootstrap, topics.group, topics.input) == produced.end_offsets()
+
+
+def test_refuses_a_model_that_does_not_fit_the_plugin(overrides, start_runtime, tmp_path):
+    """An ONNX model that takes 20 features where the fraud plugin sends 30: the runtime refuses
+    to start, showing what the plugin sends and what the model expects."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weights = numpy_helper.from_array(np.full((20, 1), 0.01, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["logits"]), helper.make_node("Sigmoid", ["logits"], ["fraud_probability"])],
+        "narrow",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 20])],
+        [helper.make_tensor_value_info("fraud_probability", TensorProto.FLOAT, ["N", 1])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "narrow.onnx"
+    save(model, str(path))
+
+    runtime = start_runtime({**embedded(overrides), "model.path": str(path)})
+    status = runtime.wait(START_FAILURE_TIMEOUT)
+    assert status is not None and status != 0, f"runtime started with a model that does not fit: {status}"
+    expected = 'input "features": the plugin sends f32 [?, 30], the model expects f32 [?, 20]'
+    assert expected in runtime.log(), f"the error should show both sides; log:\n{runtime.tail()}"

@@ -12,7 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use streaminfer_sdk::{
-    Config, Decision, Output, Plugin, PluginError, Record, Request, Response, Tensor, export_plugin,
+    Config, Decision, Dtype, ModelRequirements, Output, Plugin, PluginError, Record, Request,
+    Response, Tensor, export_plugin,
 };
 
 /// The model's inputs, in the order the model expects them.
@@ -55,6 +56,12 @@ impl Plugin for Fraud {
             threshold,
             signature: signature.map(str::to_owned),
         })
+    }
+
+    fn requirements(&self) -> ModelRequirements {
+        ModelRequirements::default()
+            .input(INPUT, Dtype::F32, [-1, FEATURES.len() as i64])
+            .output(OUTPUT)
     }
 
     fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {

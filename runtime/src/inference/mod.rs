@@ -15,6 +15,7 @@
 
 mod batch;
 mod breaker;
+mod describe;
 mod limit;
 mod onnx;
 mod retry;
@@ -30,6 +31,7 @@ use crate::config::{Backend as BackendSettings, ModelSettings};
 use crate::failure::{Failure, Fault};
 use crate::plugin::types::{InferenceRequest, InferenceResponse};
 pub use breaker::Breaker;
+pub use describe::{ModelDescription, ModelTensor, mismatches};
 use limit::{AdaptiveLimit, Outcome};
 use onnx::OnnxModel;
 pub use retry::RetryPolicy;
@@ -147,6 +149,13 @@ enum Backend {
 }
 
 impl Backend {
+    fn description(&self) -> &ModelDescription {
+        match self {
+            Backend::TfServing(server) => &server.description,
+            Backend::Onnx(model) => &model.description,
+        }
+    }
+
     async fn predict(
         &self,
         request: &InferenceRequest,
@@ -199,6 +208,11 @@ impl Inference {
                 max_batch_rows: settings.max_batch_size,
             }),
         })
+    }
+
+    /// The model's inputs and outputs, as the backend described them at start-up.
+    pub fn description(&self) -> &ModelDescription {
+        self.inner.backend.description()
     }
 
     /// Model calls allowed in flight right now (adaptive, see [`limit`]).

@@ -14,12 +14,17 @@ use tract_onnx::prelude::{
 };
 
 use super::InferenceError;
-use crate::plugin::types::{InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};
+use super::describe::{ModelDescription, ModelTensor};
+use crate::plugin::types::{
+    Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData,
+};
 
 /// A loaded, optimised ONNX model.
 #[derive(Debug)]
 pub(crate) struct OnnxModel {
     plan: Arc<TypedRunnableModel>,
+    /// The model's inputs and outputs, as the optimised graph has them.
+    pub(crate) description: ModelDescription,
     inputs: Vec<String>,
     outputs: Vec<String>,
     info: ModelInfo,
@@ -55,7 +60,7 @@ impl OnnxModel {
                 .collect()
         };
         let inputs = names(model.input_outlets().map_err(|e| load_error(&e))?);
-        let outputs = model
+        let outputs: Vec<String> = model
             .output_outlets()
             .map_err(|e| load_error(&e))?
             .iter()
@@ -65,12 +70,36 @@ impl OnnxModel {
                     .map_or_else(|| model.node(o.node).name.clone(), str::to_owned)
             })
             .collect();
-        let plan = model
+        let optimized = model
             .into_optimized()
-            .and_then(tract_onnx::prelude::IntoRunnable::into_runnable)
+            .map_err(|e| load_error(&format!("{e:#}")))?;
+        let facts = |outlets: &[tract_onnx::prelude::OutletId],
+                     names: &[String]|
+         -> Vec<ModelTensor> {
+            outlets
+                .iter()
+                .zip(names)
+                .map(|(outlet, name)| {
+                    let fact = optimized.outlet_fact(*outlet).ok();
+                    ModelTensor {
+                        name: name.clone(),
+                        dtype: fact
+                            .map_or_else(|| Err("unknown".to_owned()), |f| dtype(f.datum_type)),
+                        shape: fact
+                            .map(|f| f.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect()),
+                    }
+                })
+                .collect()
+        };
+        let description = ModelDescription {
+            inputs: facts(&optimized.inputs, &inputs),
+            outputs: facts(&optimized.outputs, &outputs),
+        };
+        let plan = tract_onnx::prelude::IntoRunnable::into_runnable(optimized)
             .map_err(|e| load_error(&format!("{e:#}")))?;
         Ok(Self {
             plan,
+            description,
             inputs,
             outputs,
             info: ModelInfo {
@@ -200,6 +229,23 @@ fn to_tract(tensor: &Tensor) -> Result<TractTensor, InferenceError> {
         }
     };
     built.map_err(|e| invalid(format!("tensor {:?}: {e}", tensor.name)))
+}
+
+fn dtype(datum: DatumType) -> Result<Dtype, String> {
+    Ok(match datum {
+        DatumType::F32 => Dtype::F32,
+        DatumType::F64 => Dtype::F64,
+        DatumType::I8 => Dtype::S8,
+        DatumType::I16 => Dtype::S16,
+        DatumType::I32 => Dtype::S32,
+        DatumType::I64 => Dtype::S64,
+        DatumType::U8 => Dtype::U8,
+        DatumType::U16 => Dtype::U16,
+        DatumType::U32 => Dtype::U32,
+        DatumType::U64 => Dtype::U64,
+        DatumType::Bool => Dtype::Boolean,
+        other => return Err(format!("{other:?}")),
+    })
 }
 
 fn from_tract(name: &str, value: &TValue) -> Result<Tensor, InferenceError> {

@@ -9,16 +9,20 @@ use streaminfer_proto::tensorflow::serving::prediction_service_client::Predictio
 use streaminfer_proto::tensorflow::serving::{
     GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap, model_spec::VersionChoice,
 };
+use streaminfer_proto::tensorflow::{DataType, SignatureDef, TensorInfo};
 use tonic::transport::{Channel, Endpoint};
 
 use super::InferenceError;
+use super::describe::{ModelDescription, ModelTensor};
 use super::tensor::{TensorError, from_proto, to_proto};
 use crate::config::ModelSettings;
-use crate::plugin::types::{InferenceRequest, InferenceResponse, ModelInfo};
+use crate::plugin::types::{Dtype, InferenceRequest, InferenceResponse, ModelInfo};
 
 /// Clients of one model on one server, over `connections` HTTP/2 connections used in turn.
 #[derive(Debug)]
 pub(crate) struct TfServing {
+    /// The served signature's inputs and outputs, read at start-up.
+    pub(crate) description: ModelDescription,
     endpoint: String,
     clients: Vec<PredictionServiceClient<Channel>>,
     next: AtomicUsize,
@@ -57,13 +61,14 @@ impl TfServing {
                 })?;
             clients.push(PredictionServiceClient::new(channel));
         }
-        let backend = Self {
+        let mut backend = Self {
+            description: ModelDescription::default(),
             endpoint: endpoint.clone(),
             clients,
             next: AtomicUsize::new(0),
             settings: settings.clone(),
         };
-        backend.check_model().await?;
+        backend.description = backend.check_model().await?;
         Ok(backend)
     }
 
@@ -83,7 +88,9 @@ impl TfServing {
         }
     }
 
-    async fn check_model(&self) -> Result<(), InferenceError> {
+    /// Reads the model's metadata: the model must exist, and so must the configured signature,
+    /// whose inputs and outputs are returned.
+    async fn check_model(&self) -> Result<ModelDescription, InferenceError> {
         let s = &self.settings;
         let what = match s.version {
             Some(v) => format!("model {:?} version {v}", s.name),
@@ -106,22 +113,26 @@ impl TfServing {
                     metadata_error(format!("{}: {}", status.code(), status.message()))
                 })?
                 .into_inner();
-        let Some(signature) = &s.signature else {
-            return Ok(());
-        };
+        // TF Serving's default signature when none is configured.
+        let signature = s.signature.as_deref().unwrap_or("serving_default");
         let Some(any) = response.metadata.get(SIGNATURE_DEF_FIELD) else {
-            return Err(metadata_error("the metadata has no signature_def".into()));
+            return match &s.signature {
+                Some(_) => Err(metadata_error("the metadata has no signature_def".into())),
+                None => Ok(ModelDescription::default()),
+            };
         };
         let map = <SignatureDefMap as prost::Message>::decode(any.value.as_slice())
             .map_err(|e| metadata_error(format!("cannot decode its signatures: {e}")))?;
-        if map.signature_def.contains_key(signature) {
-            Ok(())
-        } else {
-            let mut known: Vec<&str> = map.signature_def.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            Err(metadata_error(format!(
-                "it has no signature {signature:?} (it has {known:?})"
-            )))
+        match map.signature_def.get(signature) {
+            Some(def) => Ok(describe(def)),
+            None if s.signature.is_none() => Ok(ModelDescription::default()),
+            None => {
+                let mut known: Vec<&str> = map.signature_def.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(metadata_error(format!(
+                    "it has no signature {signature:?} (it has {known:?})"
+                )))
+            }
         }
     }
 
@@ -174,6 +185,49 @@ impl TfServing {
         outputs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(InferenceResponse { model, outputs })
     }
+}
+
+/// A signature's inputs and outputs, sorted by name.
+fn describe(def: &SignatureDef) -> ModelDescription {
+    let tensors = |map: &std::collections::HashMap<String, TensorInfo>| {
+        let mut out: Vec<ModelTensor> = map
+            .iter()
+            .map(|(name, info)| ModelTensor {
+                name: name.clone(),
+                dtype: dtype(info.dtype),
+                shape: info
+                    .tensor_shape
+                    .as_ref()
+                    .filter(|s| !s.unknown_rank)
+                    .map(|s| s.dim.iter().map(|d| d.size).collect()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    };
+    ModelDescription {
+        inputs: tensors(&def.inputs),
+        outputs: tensors(&def.outputs),
+    }
+}
+
+fn dtype(code: i32) -> Result<Dtype, String> {
+    let data_type = DataType::try_from(code).unwrap_or(DataType::DtInvalid);
+    Ok(match data_type {
+        DataType::DtFloat => Dtype::F32,
+        DataType::DtDouble => Dtype::F64,
+        DataType::DtInt8 => Dtype::S8,
+        DataType::DtInt16 => Dtype::S16,
+        DataType::DtInt32 => Dtype::S32,
+        DataType::DtInt64 => Dtype::S64,
+        DataType::DtUint8 => Dtype::U8,
+        DataType::DtUint16 => Dtype::U16,
+        DataType::DtUint32 => Dtype::U32,
+        DataType::DtUint64 => Dtype::U64,
+        DataType::DtBool => Dtype::Boolean,
+        DataType::DtString => Dtype::Bytes,
+        other => return Err(other.as_str_name().to_owned()),
+    })
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

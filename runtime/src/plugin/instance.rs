@@ -11,7 +11,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
-use super::types::{Completion, Decision, GuestError, InputRecord, OutputRecord};
+use super::types::{
+    Completion, Decision, GuestError, InputRecord, ModelRequirements, OutputRecord,
+};
 use super::{LoadedPlugin, PluginError, StoreState};
 use crate::failure::{Failure, Fault};
 
@@ -180,6 +182,18 @@ impl Instance {
     fn rebuild(&mut self) -> Result<(), PluginError> {
         *self = Self::new(self.plugin.clone())?;
         Ok(())
+    }
+
+    /// What the configured plugin sends the model and reads back.
+    pub(super) fn requirements(&mut self) -> Result<ModelRequirements, PluginError> {
+        self.call(|guest, store| guest.call_requirements(store))
+            .map_err(|e| PluginError::Configure {
+                path: self.plugin.path.clone(),
+                message: format!(
+                    "describing its model requirements: {}",
+                    e.failure(&self.plugin).message
+                ),
+            })
     }
 
     /// Asks the plugin what to do with each record; one result per record, in order.

@@ -29,8 +29,9 @@ pub use pool::{Completed, PluginPool, Prepared};
 /// The data types of the contract, as the host sees them.
 pub mod types {
     pub use super::bindings::streaminfer::plugin::types::{
-        Completion, Decision, Header, InferenceRequest, InferenceResponse, InputRecord, ModelInfo,
-        OutputRecord, PluginError as GuestError, Tensor, TensorData,
+        Completion, Decision, Dtype, Header, InferenceRequest, InferenceResponse, InputRecord,
+        ModelInfo, ModelRequirements, OutputRecord, PluginError as GuestError, Tensor, TensorData,
+        TensorSpec,
     };
 }
 

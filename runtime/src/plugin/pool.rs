@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::instance::Instance;
-use super::types::{Completion, Decision, InputRecord, OutputRecord};
+use super::types::{Completion, Decision, InputRecord, ModelRequirements, OutputRecord};
 use super::{LoadedPlugin, PluginError};
 use crate::failure::Failure;
 
@@ -31,6 +31,7 @@ enum Job {
 /// A fixed set of plugin instances, each on its own thread.
 pub struct PluginPool {
     jobs: mpsc::Sender<Job>,
+    requirements: ModelRequirements,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -50,9 +51,16 @@ impl PluginPool {
     /// # Errors
     /// [`PluginError::Instantiate`] or [`PluginError::Configure`].
     pub fn start(plugin: Arc<LoadedPlugin>, workers: usize) -> Result<Self, PluginError> {
-        let instances = (0..workers.max(1))
+        let mut instances = (0..workers.max(1))
             .map(|_| Instance::new(plugin.clone()))
             .collect::<Result<Vec<_>, _>>()?;
+        let requirements = match instances.first_mut() {
+            Some(first) => first.requirements()?,
+            None => ModelRequirements {
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+        };
         let (jobs, queue) = mpsc::channel::<Job>(workers.max(1) * 2);
         let queue = Arc::new(Mutex::new(queue));
         let mut threads = Vec::with_capacity(instances.len());
@@ -67,7 +75,16 @@ impl PluginPool {
                 })?;
             threads.push(thread);
         }
-        Ok(Self { jobs, threads })
+        Ok(Self {
+            jobs,
+            requirements,
+            threads,
+        })
+    }
+
+    /// What the plugin declared it sends the model and reads back.
+    pub fn requirements(&self) -> &ModelRequirements {
+        &self.requirements
     }
 
     /// Asks the plugin what to do with each record.
