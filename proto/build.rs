@@ -10,6 +10,7 @@ const ROOTS: &[&str] = &[
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/get_model_metadata.proto",
     "tensorflow_serving/apis/predict.proto",
+    "kserve/inference.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

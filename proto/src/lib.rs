@@ -1,4 +1,5 @@
-//! Wire definitions of the TensorFlow Serving gRPC API, as far as streaminfer uses it.
+//! Wire definitions of the model-server gRPC APIs streaminfer speaks: TensorFlow Serving's and
+//! KServe v2's (the Open Inference Protocol), as far as it uses them.
 //!
 //! The `.proto` files under `proto/` declare the same packages, message names, field names and
 //! field numbers as the public API, restricted to what we send and read: a server built from
@@ -11,6 +12,8 @@
 //! - [`tensorflow::serving`]: `ModelSpec`, `PredictRequest`/`PredictResponse`, the model
 //!   metadata messages, and the `PredictionService` client and server
 //!   (`/tensorflow.serving.PredictionService/Predict` and `.../GetModelMetadata`).
+//! - [`inference`]: the KServe v2 (Open Inference Protocol) `GRPCInferenceService`: `ModelInfer`,
+//!   `ModelMetadata`, `ServerReady`, `ModelReady`.
 //!
 //! Every message implements [`prost::Name`], so a `SignatureDefMap` found in a metadata
 //! response's `google.protobuf.Any` unpacks with [`prost_types::Any::to_msg`].
@@ -26,6 +29,13 @@ pub mod tensorflow {
     pub mod serving {
         tonic::include_proto!("tensorflow.serving");
     }
+}
+
+/// Package `inference`: the KServe v2 / Open Inference Protocol messages and the
+/// `GRPCInferenceService` client and server.
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod inference {
+    tonic::include_proto!("inference");
 }
 
 /// The key of `GetModelMetadataResponse.metadata` (and the value of

@@ -81,13 +81,26 @@ pub struct KafkaSettings {
 pub enum Backend {
     /// A TensorFlow Serving-compatible gRPC server at `http://host:port`.
     TfServing { endpoint: String },
+    /// A KServe v2 (Open Inference Protocol) gRPC server at `http://host:port`.
+    KServe { endpoint: String },
     /// An ONNX model run in process.
     Onnx { path: PathBuf },
+}
+
+/// How tensors travel to a KServe v2 server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorEncoding {
+    /// Little-endian bytes in `raw_input_contents`: one copy, no per-element framing.
+    Raw,
+    /// Typed `contents` fields.
+    Typed,
 }
 
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
     pub backend: Backend,
+    /// How tensors travel (KServe v2 only).
+    pub tensor_encoding: TensorEncoding,
     pub name: String,
     /// A fixed model version; the server's latest when `None`.
     pub version: Option<i64>,
@@ -309,10 +322,22 @@ fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
             format!("must not exceed max-in-flight ({max_in_flight}), found {min_in_flight}"),
         );
     }
+    let tensor_encoding = match s.optional_string("tensor-encoding").as_deref() {
+        None | Some("raw") => TensorEncoding::Raw,
+        Some("typed") => TensorEncoding::Typed,
+        Some(other) => {
+            s.problem(
+                "tensor-encoding",
+                format!("expected \"raw\" or \"typed\", found {other:?}"),
+            );
+            TensorEncoding::Raw
+        }
+    };
     ModelSettings {
         backend: backend.unwrap_or(Backend::Onnx {
             path: PathBuf::new(),
         }),
+        tensor_encoding,
         name,
         version,
         signature: s.optional_string("signature"),
@@ -338,31 +363,31 @@ fn read_backend(s: &mut Section<'_>, config_dir: &Path) -> Option<Backend> {
     let kind = s.optional_string("backend");
     let endpoint = s.optional_string("endpoint");
     let path = s.optional_string("path");
-    let server = |s: &mut Section<'_>, endpoint: String| {
+    let url = |s: &mut Section<'_>, endpoint: String| {
         let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
-        if is_url {
-            Some(Backend::TfServing { endpoint })
-        } else {
+        if !is_url {
             s.problem(
                 "endpoint",
                 format!("expected a URL like \"http://127.0.0.1:8500\", found {endpoint:?}"),
             );
-            None
         }
-    };
-    let embedded = |path: String| {
-        Some(Backend::Onnx {
-            path: config_dir.join(path),
-        })
+        is_url.then_some(endpoint)
     };
     match (kind.as_deref(), endpoint, path) {
         (Some("tf-serving") | None, Some(endpoint), None)
-        | (Some("tf-serving"), Some(endpoint), Some(_)) => server(s, endpoint),
-        (Some("onnx") | None, None, Some(path)) | (Some("onnx"), Some(_), Some(path)) => {
-            embedded(path)
+        | (Some("tf-serving"), Some(endpoint), Some(_)) => {
+            url(s, endpoint).map(|endpoint| Backend::TfServing { endpoint })
         }
-        (Some("tf-serving"), None, _) => {
-            s.problem("endpoint", "required with backend \"tf-serving\"");
+        (Some("kserve"), Some(endpoint), _) => {
+            url(s, endpoint).map(|endpoint| Backend::KServe { endpoint })
+        }
+        (Some("onnx") | None, None, Some(path)) | (Some("onnx"), Some(_), Some(path)) => {
+            Some(Backend::Onnx {
+                path: config_dir.join(path),
+            })
+        }
+        (Some(kind @ ("tf-serving" | "kserve")), None, _) => {
+            s.problem("endpoint", format!("required with backend {kind:?}"));
             None
         }
         (Some("onnx"), _, None) => {
@@ -372,14 +397,14 @@ fn read_backend(s: &mut Section<'_>, config_dir: &Path) -> Option<Backend> {
         (Some(other), _, _) => {
             s.problem(
                 "backend",
-                format!("expected \"tf-serving\" or \"onnx\", found {other:?}"),
+                format!("expected \"tf-serving\", \"kserve\" or \"onnx\", found {other:?}"),
             );
             None
         }
         (None, Some(_), Some(_)) => {
             s.problem(
                 "backend",
-                "both endpoint and path are set: choose with backend = \"tf-serving\" or \"onnx\"",
+                "both endpoint and path are set: choose with backend = \"tf-serving\", \"kserve\" or \"onnx\"",
             );
             None
         }
@@ -573,9 +598,23 @@ mod tests {
         assert!(matches!(s.model.backend, Backend::Onnx { .. }));
         let bad = problems(parse(MINIMAL, &["model.backend=triton"]).expect_err("unknown"));
         assert!(
-            bad.iter().any(|p| p.contains("\"tf-serving\" or \"onnx\"")),
+            bad.iter().any(|p| p.contains("\"kserve\" or \"onnx\"")),
             "{bad:?}"
         );
+        let s = parse(MINIMAL, &["model.backend=kserve"]).expect("kserve");
+        assert_eq!(
+            s.model.backend,
+            Backend::KServe {
+                endpoint: "http://127.0.0.1:8500".into()
+            }
+        );
+        assert_eq!(s.model.tensor_encoding, TensorEncoding::Raw);
+        let s = parse(
+            MINIMAL,
+            &["model.backend=kserve", "model.tensor-encoding=typed"],
+        )
+        .expect("typed");
+        assert_eq!(s.model.tensor_encoding, TensorEncoding::Typed);
     }
 
     #[test]

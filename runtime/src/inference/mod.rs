@@ -15,7 +15,9 @@
 
 mod batch;
 mod breaker;
+mod channels;
 mod describe;
+mod kserve;
 mod limit;
 mod onnx;
 mod retry;
@@ -32,6 +34,7 @@ use crate::failure::{Failure, Fault};
 use crate::plugin::types::{InferenceRequest, InferenceResponse};
 pub use breaker::Breaker;
 pub use describe::{ModelDescription, ModelTensor, mismatches};
+use kserve::KServe;
 use limit::{AdaptiveLimit, Outcome};
 use onnx::OnnxModel;
 pub use retry::RetryPolicy;
@@ -145,6 +148,7 @@ pub struct Inference {
 #[derive(Debug)]
 enum Backend {
     TfServing(Box<TfServing>),
+    KServe(Box<KServe>),
     Onnx(Arc<OnnxModel>),
 }
 
@@ -152,6 +156,7 @@ impl Backend {
     fn description(&self) -> &ModelDescription {
         match self {
             Backend::TfServing(server) => &server.description,
+            Backend::KServe(server) => &server.description,
             Backend::Onnx(model) => &model.description,
         }
     }
@@ -162,6 +167,7 @@ impl Backend {
     ) -> Result<InferenceResponse, InferenceError> {
         match self {
             Backend::TfServing(server) => server.predict(request).await,
+            Backend::KServe(server) => server.predict(request).await,
             Backend::Onnx(model) => model.predict(request).await,
         }
     }
@@ -185,6 +191,9 @@ impl Inference {
         let backend = match &settings.backend {
             BackendSettings::TfServing { endpoint } => {
                 Backend::TfServing(Box::new(TfServing::connect(settings, endpoint).await?))
+            }
+            BackendSettings::KServe { endpoint } => {
+                Backend::KServe(Box::new(KServe::connect(settings, endpoint).await?))
             }
             BackendSettings::Onnx { path } => {
                 let (path, name, version) = (path.clone(), settings.name.clone(), settings.version);

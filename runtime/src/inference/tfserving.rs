@@ -1,18 +1,16 @@
 //! The TensorFlow Serving backend: `tensorflow.serving.PredictionService` over gRPC. One call
 //! is one `Predict`; this module knows the wire messages and nothing of batching or retries.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
 use streaminfer_proto::SIGNATURE_DEF_FIELD;
 use streaminfer_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use streaminfer_proto::tensorflow::serving::{
     GetModelMetadataRequest, ModelSpec, PredictRequest, SignatureDefMap, model_spec::VersionChoice,
 };
 use streaminfer_proto::tensorflow::{DataType, SignatureDef, TensorInfo};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::InferenceError;
+use super::channels::Channels;
 use super::describe::{ModelDescription, ModelTensor};
 use super::tensor::{TensorError, from_proto, to_proto};
 use crate::config::ModelSettings;
@@ -24,8 +22,7 @@ pub(crate) struct TfServing {
     /// The served signature's inputs and outputs, read at start-up.
     pub(crate) description: ModelDescription,
     endpoint: String,
-    clients: Vec<PredictionServiceClient<Channel>>,
-    next: AtomicUsize,
+    channels: Channels,
     settings: ModelSettings,
 }
 
@@ -40,32 +37,11 @@ impl TfServing {
         settings: &ModelSettings,
         endpoint: &str,
     ) -> Result<Self, InferenceError> {
-        let endpoint = &endpoint.to_owned();
-        let template = Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| InferenceError::Endpoint {
-                endpoint: endpoint.clone(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30));
-        let mut clients = Vec::with_capacity(settings.connections);
-        for _ in 0..settings.connections {
-            // Each `connect` opens its own HTTP/2 connection.
-            let channel = template
-                .connect()
-                .await
-                .map_err(|e| InferenceError::Connect {
-                    endpoint: endpoint.clone(),
-                    message: error_chain(&e),
-                })?;
-            clients.push(PredictionServiceClient::new(channel));
-        }
+        let channels = Channels::connect(settings, endpoint).await?;
         let mut backend = Self {
             description: ModelDescription::default(),
-            endpoint: endpoint.clone(),
-            clients,
-            next: AtomicUsize::new(0),
+            endpoint: endpoint.to_owned(),
+            channels,
             settings: settings.clone(),
         };
         backend.description = backend.check_model().await?;
@@ -73,8 +49,7 @@ impl TfServing {
     }
 
     fn client(&self) -> PredictionServiceClient<Channel> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        self.clients[i].clone()
+        PredictionServiceClient::new(self.channels.next())
     }
 
     fn model_spec(&self, signature: Option<&str>) -> ModelSpec {
@@ -228,15 +203,4 @@ fn dtype(code: i32) -> Result<Dtype, String> {
         DataType::DtString => Dtype::Bytes,
         other => return Err(other.as_str_name().to_owned()),
     })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
 }
