@@ -11,6 +11,10 @@ TANSU = REPO / ".tools" / "bin" / "tansu"
 MODEL_SERVER = REPO / "scripts" / "model_server.py"
 FRAUD_MODEL_BASE = REPO / "models" / "fraud" / "saved_model"
 FRAUD_CONFIG = REPO / "config" / "fraud.toml"
+# Seldon MLServer lives in a virtual environment of its own (its pins differ from .venv's).
+MLSERVER = REPO / ".venv-mlserver" / "bin" / "mlserver"
+# One MLServer model folder: model-settings.json, the runtime module and the weights.
+FRAUD_MLSERVER_MODEL = REPO / "models" / "fraud" / "mlserver" / "fraud"
 PYTHON = Path(sys.executable)
 
 # The repository root must be importable for `models.fraud.data`.

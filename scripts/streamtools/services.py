@@ -9,12 +9,16 @@ then SIGKILL after a grace period.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -222,6 +226,100 @@ def start_model_server(
     except BaseException:
         server.stop()
         raise
+
+
+class MlServer(Service):
+    """Seldon MLServer (from .venv-mlserver) serving one model folder over KServe v2.
+
+    ``endpoint`` is the gRPC endpoint (``inference.GRPCInferenceService``), ``http_url`` the
+    REST one (``/v2/...``). Its working folder holds settings.json, a link to the model folder
+    (MLServer serves every model-settings.json under the folder it is started with) and the log.
+    """
+
+    def __init__(self, workdir: Path, model_dir: Path, model_name: str, http_port: int, grpc_port: int) -> None:
+        settings = {
+            "debug": False,  # True logs every request
+            "host": "127.0.0.1",
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "metrics_endpoint": None,  # no metrics server, no third port
+            "parallel_workers": 0,  # inference in the server process, no worker pool
+            "environments_dir": str(workdir / "envs"),
+            "metrics_dir": str(workdir / "metrics"),
+            "load_models_at_startup": True,
+        }
+        (workdir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+        link = workdir / "models" / Path(model_dir).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+        # `mlserver start DIR` reads DIR/settings.json and serves the models found under DIR.
+        args = [paths.MLSERVER, "start", workdir]
+        # MLSERVER_* variables override settings.json: only ours may count.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER")}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ next to the model's module
+        super().__init__("mlserver", args, workdir / "mlserver.log", env=env)
+        self.workdir = workdir
+        self.model_name = model_name
+        self.http_port = http_port
+        self.port = grpc_port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The gRPC endpoint."""
+        return f"http://{self.address}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def model_ready(self, timeout: float = 2.0) -> bool:
+        """GET /v2/models/NAME/ready answers 200 once the model is loaded."""
+        url = f"{self.http_url}/v2/models/{self.model_name}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+def start_mlserver(
+    log_dir: Path,
+    port: int = 0,
+    timeout: float = 120.0,
+    model_dir: Path = paths.FRAUD_MLSERVER_MODEL,
+    model_name: str = "fraud",
+) -> MlServer:
+    """Starts MLServer with the fraud model (gRPC on ``port``, 0: a free one; REST on a free
+    port) and waits until the model is ready and gRPC listens."""
+    if not paths.MLSERVER.exists():
+        raise RuntimeError(f"{paths.MLSERVER} is missing: run scripts/setup.sh")
+    attempts = 1 if port else 3  # a free port can be taken before the server binds it
+    for attempt in range(attempts):
+        workdir = Path(tempfile.mkdtemp(prefix="mlserver-", dir=log_dir))
+        server = MlServer(workdir, model_dir, model_name, free_port(), port or free_port())
+        try:
+            deadline = time.monotonic() + timeout
+            while not server.model_ready():
+                if not server.running():
+                    raise server.fail(f"exited with status {server.process.returncode} before the model was ready")
+                if time.monotonic() > deadline:
+                    raise server.fail(f"model {model_name!r} not ready after {timeout:.0f}s")
+                time.sleep(0.1)
+            wait_for_tcp(server, server.port, max(1.0, deadline - time.monotonic()))
+            return server
+        except Exception:
+            server.stop()
+            if attempt + 1 == attempts:
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 def start_runtime(

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use super::InferenceError;
 use super::channels::Channels;
 use super::describe::{ModelDescription, ModelTensor};
-use super::tensor::{TensorError, from_le, le};
+use super::tensor::{TensorError, data_len, from_le, le};
 use crate::config::{ModelSettings, TensorEncoding};
 use crate::plugin::types::{
     Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData,
@@ -348,7 +348,7 @@ fn decode(tensor: InferOutputTensor, raw: Option<Vec<u8>>) -> Result<Tensor, Ten
     let expected = tensor.shape.iter().try_fold(1u64, |n, &d| {
         u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
     });
-    let found = element_count(&data);
+    let found = data_len(&data);
     if expected != Some(found as u64) {
         return Err(TensorError::ShapeMismatch {
             name,
@@ -372,23 +372,6 @@ fn split_bytes(mut raw: &[u8]) -> Option<Vec<Vec<u8>>> {
         raw = &raw[4 + len..];
     }
     Some(out)
-}
-
-fn element_count(data: &TensorData) -> usize {
-    match data {
-        TensorData::F32(v) => v.len(),
-        TensorData::F64(v) => v.len(),
-        TensorData::S8(v) => v.len(),
-        TensorData::S16(v) => v.len(),
-        TensorData::S32(v) => v.len(),
-        TensorData::S64(v) => v.len(),
-        TensorData::U8(v) => v.len(),
-        TensorData::U16(v) => v.len(),
-        TensorData::U32(v) => v.len(),
-        TensorData::U64(v) => v.len(),
-        TensorData::Boolean(v) => v.len(),
-        TensorData::Bytes(v) => v.len(),
-    }
 }
 
 #[cfg(test)]

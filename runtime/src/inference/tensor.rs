@@ -43,7 +43,7 @@ fn element_count(name: &str, shape: &[i64]) -> Result<u64, TensorError> {
     })
 }
 
-fn data_len(data: &TensorData) -> usize {
+pub(super) fn data_len(data: &TensorData) -> usize {
     match data {
         TensorData::F32(v) => v.len(),
         TensorData::F64(v) => v.len(),
