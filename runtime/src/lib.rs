@@ -16,6 +16,7 @@
 //! - [`inference`]: the model-server client (TensorFlow Serving's `PredictionService`).
 //! - [`sink`]: the Kafka producer for outputs and dead letters.
 //! - [`kafka`]: what source and sink share: librdkafka's logs, start-up topic checks.
+//! - [`offline`]: `check` and `replay`: records from a file through the plugin (and model).
 //! - [`offsets`]: which offsets may be committed, given records finishing out of order.
 //! - [`failure`]: why a record was dead-lettered, as its headers say.
 //! - [`metrics`]: counters of what happened.
@@ -29,6 +30,7 @@ pub mod failure;
 pub mod inference;
 pub mod kafka;
 pub mod metrics;
+pub mod offline;
 pub mod offsets;
 pub mod pipeline;
 pub mod plugin;

@@ -1,29 +1,89 @@
-//! `runtime --plugin PLUGIN.wasm CONFIG.toml [key=value ...]`: parses arguments, loads the
-//! configuration, installs logging and signal handling, and runs the library.
+//! The `runtime` command: parses arguments, loads the configuration, installs logging and
+//! signal handling, and calls the library.
+//!
+//! - `runtime --plugin PLUGIN.wasm CONFIG.toml [key=value ...]` streams from Kafka to Kafka;
+//! - `runtime check --plugin PLUGIN.wasm [CONFIG.toml] [--input records.jsonl]` checks a plugin;
+//! - `runtime replay --plugin PLUGIN.wasm CONFIG.toml --input records.jsonl [--output out.jsonl]`
+//!   runs records from a file through the plugin and the model.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use streaminfer::config::{self, Mode, PluginSettings, Settings, defaults};
 
 /// Streaming model inference from Kafka to Kafka, extensible with WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(name = "runtime", version)]
-struct Args {
+#[command(
+    name = "runtime",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
     /// The plugin: a WebAssembly component implementing streaminfer:plugin/plugin@0.1.0.
-    #[arg(long, value_name = "PLUGIN.wasm")]
-    plugin: PathBuf,
+    #[arg(long, value_name = "PLUGIN.wasm", required = true)]
+    plugin: Option<PathBuf>,
     /// The configuration file (TOML).
-    #[arg(value_name = "CONFIG.toml")]
-    config: PathBuf,
+    #[arg(value_name = "CONFIG.toml", required = true)]
+    config: Option<PathBuf>,
     /// Overrides of configuration keys, e.g. `model.version=2` or
     /// `kafka.consumer."session.timeout.ms"=6000`.
     #[arg(value_name = "KEY=VALUE")]
     overrides: Vec<String>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks a plugin against the contract and its settings; with --input, shows what it would
+    /// do with each record (no broker, no model).
+    Check {
+        #[arg(long, value_name = "PLUGIN.wasm")]
+        plugin: PathBuf,
+        /// A configuration whose [plugin] section to use.
+        #[arg(value_name = "CONFIG.toml")]
+        config: Option<PathBuf>,
+        /// Records, one value per line.
+        #[arg(long, value_name = "records.jsonl")]
+        input: Option<PathBuf>,
+        #[arg(value_name = "KEY=VALUE", requires = "config")]
+        overrides: Vec<String>,
+    },
+    /// Runs records from a file through the plugin and the configured model (no broker).
+    Replay {
+        #[arg(long, value_name = "PLUGIN.wasm")]
+        plugin: PathBuf,
+        #[arg(value_name = "CONFIG.toml")]
+        config: PathBuf,
+        /// Records, one value per line.
+        #[arg(long, value_name = "records.jsonl")]
+        input: PathBuf,
+        /// Where output records go, one JSON document per line; standard output if absent.
+        #[arg(long, value_name = "out.jsonl")]
+        output: Option<PathBuf>,
+        /// Where dead letters go, one JSON document per line; standard error if absent.
+        #[arg(long, value_name = "dead.jsonl")]
+        dead_letters: Option<PathBuf>,
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+/// Exit status of a configuration that cannot be used.
+const BAD_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -32,29 +92,128 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-
-    let settings = match streaminfer::config::load(
-        &args.config,
-        &args.plugin,
-        &args.overrides,
-        std::env::vars(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    match cli.command {
+        None => {
+            let (Some(plugin), Some(config)) = (cli.run.plugin, cli.run.config) else {
+                return fail("--plugin and CONFIG.toml are required");
+            };
+            let settings = match load(&config, Mode::Stream, &plugin, &cli.run.overrides) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            stream(&runtime, settings)
+        }
+        Some(Command::Check {
+            plugin,
+            config,
+            input,
+            overrides,
+        }) => {
+            let settings = match &config {
+                Some(config) => match load(config, Mode::Offline, &plugin, &overrides) {
+                    Ok(s) => s.plugin,
+                    Err(code) => return code,
+                },
+                None => PluginSettings {
+                    path: plugin,
+                    memory_limit: defaults::PLUGIN_MEMORY_LIMIT,
+                    call_timeout: defaults::PLUGIN_CALL_TIMEOUT,
+                    workers: 1,
+                    settings: Vec::new(),
+                },
+            };
+            let records = match input.as_deref().map(read_input).transpose() {
+                Ok(r) => r.unwrap_or_default(),
+                Err(code) => return code,
+            };
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(streaminfer::offline::check(&settings, records, &mut out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Some(Command::Replay {
+            plugin,
+            config,
+            input,
+            output,
+            dead_letters,
+            overrides,
+        }) => {
+            let settings = match load(&config, Mode::Offline, &plugin, &overrides) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let records = match read_input(&input) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let (mut out, mut dead) = match (
+                writer(output.as_deref(), false),
+                writer(dead_letters.as_deref(), true),
+            ) {
+                (Ok(o), Ok(d)) => (o, d),
+                (Err(e), _) | (_, Err(e)) => return fail(&e),
+            };
+            let result = runtime.block_on(streaminfer::offline::replay(
+                settings, records, &mut out, &mut dead,
+            ));
+            let flushed = out.flush().and_then(|()| dead.flush());
+            match (result, flushed) {
+                (Ok(summary), Ok(())) => {
+                    eprintln!(
+                        "replayed {} record(s): {} output record(s), {} dead letter(s)",
+                        summary.records, summary.outputs, summary.dead_letters
+                    );
+                    ExitCode::SUCCESS
+                }
+                (Err(e), _) => fail(&e.to_string()),
+                (_, Err(e)) => fail(&format!("cannot write the results: {e}")),
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn load(
+    config: &Path,
+    mode: Mode,
+    plugin: &Path,
+    overrides: &[String],
+) -> Result<Settings, ExitCode> {
+    config::load(config, mode, plugin, overrides, std::env::vars()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(BAD_CONFIG)
+    })
+}
+
+fn read_input(path: &Path) -> Result<Vec<streaminfer::plugin::types::InputRecord>, ExitCode> {
+    streaminfer::offline::read_records(path)
+        .map_err(|e| fail(&format!("cannot read records from {}: {e}", path.display())))
+}
+
+fn writer(path: Option<&Path>, stderr: bool) -> Result<Box<dyn Write>, String> {
+    match path {
+        Some(p) => File::create(p)
+            .map(|f| Box::new(BufWriter::new(f)) as Box<dyn Write>)
+            .map_err(|e| format!("cannot create {}: {e}", p.display())),
+        None if stderr => Ok(Box::new(std::io::stderr())),
+        None => Ok(Box::new(BufWriter::new(std::io::stdout()))),
+    }
+}
+
+fn stream(runtime: &tokio::runtime::Runtime, settings: Settings) -> ExitCode {
     match runtime.block_on(streaminfer::run(settings, shutdown_signal())) {
         Ok(summary) => {
             tracing::info!(
@@ -68,10 +227,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

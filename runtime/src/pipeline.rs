@@ -49,9 +49,10 @@ pub enum PipelineError {
 }
 
 /// One input record and what became of it.
-struct Outcome {
-    record: InputRecord,
-    result: Result<Vec<OutputRecord>, Failure>,
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) record: InputRecord,
+    pub(crate) result: Result<Vec<OutputRecord>, Failure>,
 }
 
 /// A record's place in its partition, to finish it once acknowledged.
@@ -62,10 +63,20 @@ struct Position {
 }
 
 /// What processing a batch needs, shared by the batches in flight.
-struct Stages {
-    plugin: PluginPool,
-    inference: Inference,
-    counters: Arc<Counters>,
+pub(crate) struct Stages {
+    pub(crate) plugin: PluginPool,
+    pub(crate) inference: Inference,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl Stages {
+    pub(crate) fn new(plugin: PluginPool, inference: Inference) -> Self {
+        Self {
+            plugin,
+            inference,
+            counters: Arc::new(Counters::default()),
+        }
+    }
 }
 
 /// The assembled pipeline, ready to run.
@@ -92,11 +103,7 @@ impl Pipeline {
         inference: Inference,
         settings: PipelineSettings,
     ) -> Self {
-        let stages = Arc::new(Stages {
-            plugin,
-            inference,
-            counters: Arc::new(Counters::default()),
-        });
+        let stages = Arc::new(Stages::new(plugin, inference));
         Self {
             source: Arc::new(source),
             sink,
@@ -353,7 +360,7 @@ async fn read(
 }
 
 /// Runs one batch through the plugin and the model. Records keep their order.
-async fn process(
+pub(crate) async fn process(
     stages: Arc<Stages>,
     records: Vec<InputRecord>,
 ) -> Result<Vec<Outcome>, PipelineError> {

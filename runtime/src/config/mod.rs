@@ -61,7 +61,7 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
@@ -202,6 +202,7 @@ fn list(problems: &[Problem]) -> String {
 /// [`ConfigError`] naming the file, the override, or every invalid key.
 pub fn load(
     path: &Path,
+    mode: Mode,
     plugin: &Path,
     args: &[String],
     env: impl Iterator<Item = (String, String)>,
@@ -214,7 +215,16 @@ pub fn load(
     for arg in args {
         overrides.push(overrides::parse(arg).map_err(ConfigError::Override)?);
     }
-    from_str(&text, path, plugin, &overrides)
+    from_str(&text, path, mode, plugin, &overrides)
+}
+
+/// What the configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Streaming from Kafka to Kafka: the `[kafka]` section is required.
+    Stream,
+    /// Records from a file (`replay`): `[kafka]` may be left out; if present it is checked.
+    Offline,
 }
 
 /// Parses and validates configuration text; `path` is used in messages only.
@@ -224,6 +234,7 @@ pub fn load(
 pub fn from_str(
     text: &str,
     path: &Path,
+    mode: Mode,
     plugin: &Path,
     overrides: &[Override],
 ) -> Result<Settings, ConfigError> {
@@ -238,7 +249,7 @@ pub fn from_str(
     }
     let mut problems = Vec::new();
     let config_dir = path.parent().unwrap_or(Path::new("."));
-    let settings = read(root, config_dir, plugin, &mut problems);
+    let settings = read(root, config_dir, mode, plugin, &mut problems);
     if problems.is_empty() {
         Ok(settings)
     } else {
@@ -252,11 +263,17 @@ pub fn from_str(
 fn read(
     root: toml::Table,
     config_dir: &Path,
+    mode: Mode,
     plugin: &Path,
     problems: &mut Vec<Problem>,
 ) -> Settings {
+    let kafka_given = root.contains_key("kafka");
     let mut root = Section::new("", root, problems);
-    let kafka = read_kafka(root.section("kafka"));
+    let kafka = if mode == Mode::Offline && !kafka_given {
+        KafkaSettings::default()
+    } else {
+        read_kafka(root.section("kafka"))
+    };
     let model = read_model(root.section("model"), config_dir);
     let plugin = read_plugin(root.section("plugin"), plugin);
     let pipeline = read_pipeline(root.section("pipeline"));
@@ -478,7 +495,13 @@ mod tests {
             .iter()
             .map(|a| overrides::parse(a).expect("valid override"))
             .collect();
-        from_str(text, Path::new("test.toml"), Path::new("p.wasm"), &ovs)
+        from_str(
+            text,
+            Path::new("test.toml"),
+            Mode::Stream,
+            Path::new("p.wasm"),
+            &ovs,
+        )
     }
 
     fn problems(err: ConfigError) -> Vec<String> {
@@ -545,6 +568,20 @@ mod tests {
     }
 
     #[test]
+    fn offline_use_needs_no_kafka_section() {
+        let text = "[model]\npath = \"m.onnx\"\n";
+        let path = Path::new("c.toml");
+        let plugin = Path::new("p.wasm");
+        assert!(from_str(text, path, Mode::Offline, plugin, &[]).is_ok());
+        let found =
+            problems(from_str(text, path, Mode::Stream, plugin, &[]).expect_err("kafka needed"));
+        assert!(
+            found.iter().any(|p| p.starts_with("kafka.brokers")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn missing_required_keys_are_named() {
         let found = problems(parse("[kafka]\n[model]\n", &[]).expect_err("invalid"));
         assert!(
@@ -566,6 +603,7 @@ mod tests {
         let s = from_str(
             onnx,
             Path::new("/etc/app/config.toml"),
+            Mode::Stream,
             Path::new("p.wasm"),
             &ovs,
         )

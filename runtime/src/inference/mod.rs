@@ -33,6 +33,7 @@ use crate::config::{Backend as BackendSettings, ModelSettings};
 use crate::failure::{Failure, Fault};
 use crate::plugin::types::{InferenceRequest, InferenceResponse};
 pub use breaker::Breaker;
+pub(crate) use describe::dtype_name;
 pub use describe::{ModelDescription, ModelTensor, mismatches};
 use kserve::KServe;
 use limit::{AdaptiveLimit, Outcome};
