@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::PipelineSettings;
-use crate::failure::Failure;
+use crate::failure::{Failure, Fault};
 use crate::inference::Inference;
 use crate::metrics::{Counters, Summary};
 use crate::offsets::OffsetTracker;
@@ -227,15 +227,38 @@ impl Pipeline {
         let Outcome { record, result } = outcome;
         let counters = &self.stages.counters;
         let mut pending: Vec<Pending> = Vec::new();
-        match result {
-            Ok(outputs) if outputs.is_empty() => counters.skipped(),
+        let result = match result {
+            Ok(outputs) if outputs.is_empty() => {
+                counters.skipped();
+                Ok(())
+            }
             Ok(outputs) => {
                 pending.reserve(outputs.len());
+                let mut refused = Ok(());
                 for output in &outputs {
-                    pending.push(self.sink.send(output).await?);
+                    match self.sink.send(output).await {
+                        Ok(p) => pending.push(p),
+                        // The broker client refuses this record (too large, a topic the plugin
+                        // named that does not exist): the input is dead-lettered with the reason;
+                        // outputs already sent stay sent (at-least-once).
+                        Err(SinkError::Produce { topic, source }) => {
+                            refused = Err(Failure::new(
+                                "output-refused",
+                                Fault::Plugin,
+                                format!("an output record for {topic:?} was refused: {source}"),
+                            ));
+                            break;
+                        }
+                        Err(other) => return Err(other),
+                    }
                 }
-                counters.produced(outputs.len() as u64);
+                counters.produced(pending.len() as u64);
+                refused
             }
+            Err(failure) => Err(failure),
+        };
+        match result {
+            Ok(()) => {}
             Err(failure) => {
                 tracing::warn!(
                     topic = %record.topic, partition = record.partition, offset = record.offset,
