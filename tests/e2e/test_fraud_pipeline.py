@@ -48,10 +48,11 @@ def embedded(overrides: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in overrides.items() if k not in ("model.backend", "model.endpoint")}
 
 
-@pytest.mark.parametrize("backend", ["tf-serving", "onnx"])
-def test_fraud_end_to_end(backend, broker, model_server, topics, overrides, start_runtime):
+@pytest.mark.parametrize("backend", ["tf-serving", "onnx", "kserve-raw", "kserve-typed"])
+def test_fraud_end_to_end(backend, broker, model_server, mlserver, topics, overrides, start_runtime):
     """The same input and the same checks against the TensorFlow model's own scores, whether
-    the runtime calls the TF Serving-compatible server or runs the ONNX export in process."""
+    the runtime calls the TF Serving-compatible server, runs the ONNX export in process, or calls
+    MLServer over KServe v2 with raw or typed tensors."""
     # Input: 10,000 transactions with one poison record (not JSON) in the middle.
     inputs = fraud.input_records(SEED, COUNT, poison=1)
     produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
@@ -60,7 +61,18 @@ def test_fraud_end_to_end(backend, broker, model_server, topics, overrides, star
     transactions = {r.transaction["id"]: r for r in inputs if not r.poison}
     (poison,) = [r for r in inputs if r.poison]
 
-    runtime = start_runtime(overrides if backend == "tf-serving" else embedded(overrides))
+    chosen = {
+        "tf-serving": overrides,
+        "onnx": embedded(overrides),
+        "kserve-raw": {**overrides, "model.backend": "kserve", "model.endpoint": mlserver.endpoint},
+        "kserve-typed": {
+            **overrides,
+            "model.backend": "kserve",
+            "model.endpoint": mlserver.endpoint,
+            "model.tensor-encoding": "typed",
+        },
+    }[backend]
+    runtime = start_runtime(chosen)
 
     with kafka.TopicReader(broker.bootstrap, topics.output) as out_reader, \
             kafka.TopicReader(broker.bootstrap, topics.dead_letter) as dead_reader:
