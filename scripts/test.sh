@@ -12,8 +12,8 @@ section() { printf '\n==== %s ====\n' "$*"; }
 section "Set-up"
 scripts/setup.sh
 
-section "Build: fraud plugin (wasm32-wasip2, profile plugin)"
-cargo build -p fraud-plugin --target wasm32-wasip2 --profile plugin
+section "Build: fraud and hostile-test plugins (wasm32-wasip2, profile plugin)"
+cargo build -p fraud-plugin -p hostile-plugin --target wasm32-wasip2 --profile plugin
 
 # One debug build serves both the Rust tests and the end-to-end runtime: a second (release)
 # build would double the cold CI time for no extra coverage.
@@ -21,6 +21,7 @@ section "Build: workspace (debug)"
 cargo build --workspace --all-targets
 
 export FRAUD_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/fraud_plugin.wasm"
+export HOSTILE_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/hostile_plugin.wasm"
 export RUNTIME_BIN="$ROOT/target/debug/runtime"
 
 section "Rust tests: cargo test --workspace"

@@ -31,3 +31,8 @@ def runtime_binary() -> Path:
 def fraud_plugin() -> Path:
     """The fraud plugin component: $FRAUD_PLUGIN, else the `plugin` profile build."""
     return Path(os.environ.get("FRAUD_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "fraud_plugin.wasm")
+
+
+def hostile_plugin() -> Path:
+    """The misbehaving test plugin: $HOSTILE_PLUGIN, else the `plugin` profile build."""
+    return Path(os.environ.get("HOSTILE_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "hostile_plugin.wasm")

@@ -1,0 +1,170 @@
+//! The sandbox against a plugin that misbehaves on purpose (`plugins/hostile`, built from source
+//! by `scripts/test.sh` and passed in `HOSTILE_PLUGIN`). Each bad record must fail alone, with
+//! the reason, within a bound, and the plugin must keep serving the records around it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use streaminfer::config::PluginSettings;
+use streaminfer::failure::Failure;
+use streaminfer::plugin::types::{Decision, InputRecord};
+use streaminfer::plugin::{PluginHost, PluginPool};
+
+const CALL_TIMEOUT: Duration = Duration::from_millis(200);
+const MEMORY_LIMIT: u64 = 16 << 20;
+/// Containment of one bad record inside a batch: the batch call hits the limit, the instance is
+/// rebuilt, each record is retried alone and the culprit hits the limit once more. Generous for
+/// a shared 2-core machine; a plugin that escaped its limits would take forever instead.
+const CONTAINED_WITHIN: Duration = Duration::from_secs(5);
+
+fn hostile_plugin() -> PathBuf {
+    let path = std::env::var_os("HOSTILE_PLUGIN").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip2/plugin/hostile_plugin.wasm")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p hostile-plugin --target wasm32-wasip2 --profile plugin`",
+        path.display()
+    );
+    path
+}
+
+fn pool() -> PluginPool {
+    let settings = PluginSettings {
+        path: hostile_plugin(),
+        memory_limit: MEMORY_LIMIT,
+        call_timeout: CALL_TIMEOUT,
+        workers: 1,
+        settings: Vec::new(),
+    };
+    let plugin = PluginHost::new()
+        .expect("engine")
+        .load(&settings)
+        .expect("loads");
+    PluginPool::start(plugin, 1).expect("starts")
+}
+
+fn record(offset: i64, command: &str) -> InputRecord {
+    InputRecord {
+        topic: "commands".into(),
+        partition: 0,
+        offset,
+        timestamp: None,
+        key: None,
+        value: Some(command.as_bytes().to_vec()),
+        headers: Vec::new(),
+    }
+}
+
+fn emitted(decision: &Result<Decision, Failure>) -> Vec<u8> {
+    match decision {
+        Ok(Decision::Emit(outputs)) if outputs.len() == 1 => {
+            outputs[0].value.clone().unwrap_or_default()
+        }
+        other => panic!("expected one emitted record, got {other:?}"),
+    }
+}
+
+/// Runs `ok, <command>, ok` and checks the neighbours; returns the command's result and how
+/// long the batch took.
+async fn between_good_records(
+    pool: &PluginPool,
+    command: &str,
+) -> (Result<Decision, Failure>, Duration) {
+    let started = Instant::now();
+    let (_, mut decisions) = pool
+        .prepare(vec![record(1, "ok"), record(2, command), record(3, "ok")])
+        .await
+        .expect("the plugin keeps serving");
+    let elapsed = started.elapsed();
+    assert_eq!(decisions.len(), 3);
+    assert_eq!(
+        emitted(&decisions[0]),
+        b"ok",
+        "the record before {command} is served"
+    );
+    assert_eq!(
+        emitted(&decisions[2]),
+        b"ok",
+        "the record after {command} is served"
+    );
+    (decisions.remove(1), elapsed)
+}
+
+fn failure(result: Result<Decision, Failure>) -> Failure {
+    result.expect_err("the bad record fails")
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_by_the_wall_clock_limit() {
+    let pool = pool();
+    let (result, elapsed) = between_good_records(&pool, "loop").await;
+    let failure = failure(result);
+    assert_eq!(failure.reason, "plugin-timeout", "{failure}");
+    assert!(elapsed < CONTAINED_WITHIN, "containment took {elapsed:?}");
+    assert!(
+        elapsed >= CALL_TIMEOUT,
+        "the limit cannot fire before it is due ({elapsed:?})"
+    );
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_by_the_memory_limit() {
+    let pool = pool();
+    let (result, elapsed) = between_good_records(&pool, "memory").await;
+    let failure = failure(result);
+    assert_eq!(failure.reason, "plugin-memory", "{failure}");
+    assert!(
+        failure.message.contains(&MEMORY_LIMIT.to_string()),
+        "{failure}"
+    );
+    assert!(elapsed < CONTAINED_WITHIN, "containment took {elapsed:?}");
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn stack_overflow_and_panic_are_traps() {
+    let pool = pool();
+    for command in ["recurse", "panic"] {
+        let (result, elapsed) = between_good_records(&pool, command).await;
+        let failure = failure(result);
+        assert_eq!(failure.reason, "plugin-trap", "{command}: {failure}");
+        assert!(
+            elapsed < CONTAINED_WITHIN,
+            "{command}: containment took {elapsed:?}"
+        );
+    }
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn the_plugin_has_no_files_no_network_and_no_environment() {
+    let pool = pool();
+    for command in ["open-file", "connect"] {
+        let (result, _) = between_good_records(&pool, command).await;
+        let failure = failure(result);
+        assert_eq!(failure.reason, "plugin-error", "{command}: {failure}");
+        assert!(failure.message.contains("denied"), "{command}: {failure}");
+    }
+    let (result, _) = between_good_records(&pool, "env").await;
+    let seen: serde_json::Value = serde_json::from_slice(&emitted(&result)).expect("JSON");
+    assert_eq!(
+        seen["vars"], 0,
+        "no environment variables leak into the sandbox"
+    );
+    assert_eq!(seen["args"], 0, "no arguments leak into the sandbox");
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn a_huge_output_is_handed_over_whole_for_the_sink_to_judge() {
+    let pool = pool();
+    let (result, _) = between_good_records(&pool, "huge-output").await;
+    assert_eq!(emitted(&result).len(), 2 << 20);
+    pool.shutdown();
+}
