@@ -34,10 +34,12 @@ pub mod offline;
 pub mod offsets;
 pub mod pipeline;
 pub mod plugin;
+mod reload;
 pub mod sink;
 pub mod source;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use config::Settings;
 use inference::Inference;
@@ -70,7 +72,7 @@ pub async fn run(
     let plugin = tokio::task::spawn_blocking(move || {
         let host = PluginHost::new()?;
         let loaded = host.load(&plugin_settings)?;
-        PluginPool::start(loaded, plugin_settings.workers)
+        Ok::<_, plugin::PluginError>((host, PluginPool::start(loaded, plugin_settings.workers)?))
     });
     let (plugin, inference, sink, source) = tokio::join!(
         plugin,
@@ -80,7 +82,7 @@ pub async fn run(
     );
     let mut problems = Vec::new();
     let plugin = match plugin {
-        Ok(Ok(pool)) => Some(pool),
+        Ok(Ok(started)) => Some(started),
         Ok(Err(e)) => {
             problems.push(e.to_string());
             None
@@ -92,7 +94,7 @@ pub async fn run(
     let source = source.map_err(|e| problems.push(e.to_string())).ok();
     // The source and the sink report an unreachable broker alike: say it once.
     problems.dedup();
-    let (Some(plugin), Some(inference), Some(sink), Some(source)) =
+    let (Some((host, plugin)), Some(inference), Some(sink), Some(source)) =
         (plugin, inference, sink, source)
     else {
         return Err(RunError::Startup(problems));
@@ -115,8 +117,19 @@ pub async fn run(
         model = %settings.model.name,
         "running"
     );
-    let summary = Pipeline::new(source, sink, plugin, inference, settings.pipeline)
-        .run(shutdown)
-        .await?;
+    let pipeline = Pipeline::new(source, sink, plugin, inference, settings.pipeline);
+    let watcher = settings.plugin.reload.map(|interval| {
+        tokio::spawn(reload::watch(
+            Arc::new(host),
+            settings.plugin.clone(),
+            pipeline.stages(),
+            interval,
+        ))
+    });
+    let summary = pipeline.run(shutdown).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let summary = summary?;
     Ok(summary)
 }

@@ -126,6 +126,7 @@ fn main() -> ExitCode {
                     memory_limit: defaults::PLUGIN_MEMORY_LIMIT,
                     call_timeout: defaults::PLUGIN_CALL_TIMEOUT,
                     workers: 1,
+                    reload: None,
                     settings: Vec::new(),
                 },
             };

@@ -239,7 +239,7 @@ pub async fn replay(
         let outcomes = process(stages.clone(), batch)
             .await
             .map_err(|e| RunError::Startup(vec![e.to_string()]))?;
-        for Outcome { record, result } in outcomes {
+        for Outcome { record, result, .. } in outcomes {
             match result {
                 Ok(outputs) => {
                     for output in &outputs {
@@ -255,7 +255,11 @@ pub async fn replay(
         }
     }
     match std::sync::Arc::try_unwrap(stages) {
-        Ok(stages) => stages.plugin.shutdown(),
+        Ok(stages) => {
+            if let Ok(pool) = std::sync::Arc::try_unwrap(stages.plugin()) {
+                pool.shutdown();
+            }
+        }
         Err(_) => tracing::debug!("plugin still referenced after the replay"),
     }
     Ok(summary)

@@ -14,7 +14,7 @@
 //! in flight finish and be acknowledged (within `shutdown-timeout`), then commits.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -29,7 +29,7 @@ use crate::metrics::{Counters, Summary};
 use crate::offsets::OffsetTracker;
 use crate::plugin::types::{Completion, Decision, InputRecord, OutputRecord};
 use crate::plugin::{PluginError, PluginPool};
-use crate::sink::{Pending, Sink, SinkError};
+use crate::sink::{PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
 use crate::source::Source;
 
 /// How often the counters are logged.
@@ -53,6 +53,8 @@ pub enum PipelineError {
 pub(crate) struct Outcome {
     pub(crate) record: InputRecord,
     pub(crate) result: Result<Vec<OutputRecord>, Failure>,
+    /// The plugin that handled the record.
+    pub(crate) plugin_digest: Arc<str>,
 }
 
 /// A record's place in its partition, to finish it once acknowledged.
@@ -64,7 +66,8 @@ struct Position {
 
 /// What processing a batch needs, shared by the batches in flight.
 pub(crate) struct Stages {
-    pub(crate) plugin: PluginPool,
+    /// The plugin in use; a reload swaps it while batches in flight finish on the old one.
+    plugin: RwLock<Arc<PluginPool>>,
     pub(crate) inference: Inference,
     pub(crate) counters: Arc<Counters>,
 }
@@ -72,10 +75,28 @@ pub(crate) struct Stages {
 impl Stages {
     pub(crate) fn new(plugin: PluginPool, inference: Inference) -> Self {
         Self {
-            plugin,
+            plugin: RwLock::new(Arc::new(plugin)),
             inference,
             counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// The plugin new batches use.
+    pub(crate) fn plugin(&self) -> Arc<PluginPool> {
+        // A poisoned lock still holds a valid Arc: the swap cannot panic half-way.
+        self.plugin
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `plugin` the one new batches use; returns the one it replaces.
+    pub(crate) fn swap_plugin(&self, plugin: PluginPool) -> Arc<PluginPool> {
+        let mut current = self
+            .plugin
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *current, Arc::new(plugin))
     }
 }
 
@@ -112,6 +133,11 @@ impl Pipeline {
         }
     }
 
+    /// What batches are processed with; the plugin reload swaps the plugin in it.
+    pub(crate) fn stages(&self) -> Arc<Stages> {
+        self.stages.clone()
+    }
+
     /// Runs until `shutdown` resolves, then drains and commits.
     ///
     /// # Errors
@@ -143,7 +169,10 @@ impl Pipeline {
         self.source.close();
         let summary = self.stages.counters.summary();
         match Arc::try_unwrap(self.stages) {
-            Ok(stages) => stages.plugin.shutdown(),
+            Ok(stages) => match Arc::try_unwrap(stages.plugin()) {
+                Ok(pool) => pool.shutdown(),
+                Err(_) => tracing::debug!("plugin workers still referenced at shutdown"),
+            },
             Err(_) => tracing::debug!("plugin workers still referenced at shutdown"),
         }
         result?;
@@ -224,7 +253,12 @@ impl Pipeline {
         &self,
         outcome: Outcome,
     ) -> Result<impl Future<Output = Result<Position, SinkError>> + use<>, SinkError> {
-        let Outcome { record, result } = outcome;
+        let Outcome {
+            record,
+            result,
+            plugin_digest,
+        } = outcome;
+        let digest_header = [(PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes())];
         let counters = &self.stages.counters;
         let mut pending: Vec<Pending> = Vec::new();
         let result = match result {
@@ -236,7 +270,7 @@ impl Pipeline {
                 pending.reserve(outputs.len());
                 let mut refused = Ok(());
                 for output in &outputs {
-                    match self.sink.send(output).await {
+                    match self.sink.send(output, &digest_header).await {
                         Ok(p) => pending.push(p),
                         // The broker client refuses this record (too large, a topic the plugin
                         // named that does not exist): the input is dead-lettered with the reason;
@@ -265,7 +299,11 @@ impl Pipeline {
                     reason = failure.reason, fault = %failure.fault, error = %failure.message,
                     "record sent to the dead-letter topic"
                 );
-                pending.push(self.sink.send_dead_letter(&record, &failure).await?);
+                pending.push(
+                    self.sink
+                        .send_dead_letter(&record, &failure, &plugin_digest)
+                        .await?,
+                );
                 counters.dead_lettered();
             }
         }
@@ -387,7 +425,9 @@ pub(crate) async fn process(
     stages: Arc<Stages>,
     records: Vec<InputRecord>,
 ) -> Result<Vec<Outcome>, PipelineError> {
-    let (records, decisions) = stages.plugin.prepare(records).await?;
+    // The same plugin prepares and completes the batch, even if a reload happens meanwhile.
+    let plugin = stages.plugin();
+    let (records, decisions) = plugin.prepare(records).await?;
     let mut results: Vec<Option<Result<Vec<OutputRecord>, Failure>>> =
         Vec::with_capacity(records.len());
     let mut calls = Vec::new();
@@ -424,7 +464,7 @@ pub(crate) async fn process(
         }
     }
     if !completions.is_empty() {
-        let (completions, outputs) = stages.plugin.complete(completions).await?;
+        let (completions, outputs) = plugin.complete(completions).await?;
         for ((i, completion), output) in completed_at.into_iter().zip(completions).zip(outputs) {
             records[i] = Some(completion.record);
             results[i] = Some(output);
@@ -434,6 +474,7 @@ pub(crate) async fn process(
         .into_iter()
         .zip(results)
         .map(|(record, result)| Outcome {
+            plugin_digest: plugin.digest().clone(),
             record: record.expect("every record taken for a call was put back"),
             result: result.expect("every record has a result"),
         })

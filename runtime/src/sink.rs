@@ -14,6 +14,9 @@ use crate::failure::Failure;
 use crate::kafka::{KafkaContext, MetadataClient, missing_topics};
 use crate::plugin::types::{Header, InputRecord, OutputRecord};
 
+/// The header naming the plugin (by content digest) that made an output or refused an input.
+pub const PLUGIN_DIGEST_HEADER: &str = "plugin-digest";
+
 /// How long to wait before retrying when librdkafka's send queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -152,14 +155,18 @@ impl Sink {
     ///
     /// # Errors
     /// [`SinkError::Produce`] when librdkafka refuses the record (too large, unknown topic).
-    pub async fn send(&self, record: &OutputRecord) -> Result<Pending, SinkError> {
+    pub async fn send(
+        &self,
+        record: &OutputRecord,
+        extra: &[(&str, &[u8])],
+    ) -> Result<Pending, SinkError> {
         let topic = record.topic.as_deref().unwrap_or(&self.output_topic);
         self.enqueue(
             topic,
             record.key.as_deref(),
             record.value.as_deref(),
             &record.headers,
-            &[],
+            extra,
         )
         .await
     }
@@ -173,6 +180,7 @@ impl Sink {
         &self,
         input: &InputRecord,
         failure: &Failure,
+        plugin_digest: &str,
     ) -> Result<Pending, SinkError> {
         let partition = input.partition.to_string();
         let offset = input.offset.to_string();
@@ -183,6 +191,7 @@ impl Sink {
             ("source-topic", input.topic.as_bytes()),
             ("source-partition", partition.as_bytes()),
             ("source-offset", offset.as_bytes()),
+            (PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes()),
         ];
         let topic = self.dead_letter_topic.clone();
         self.enqueue(

@@ -39,6 +39,7 @@ fn pool() -> PluginPool {
         memory_limit: MEMORY_LIMIT,
         call_timeout: CALL_TIMEOUT,
         workers: 1,
+        reload: None,
         settings: Vec::new(),
     };
     let plugin = PluginHost::new()

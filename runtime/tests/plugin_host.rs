@@ -34,6 +34,7 @@ fn settings(path: PathBuf, plugin_settings: &[(&str, &str)]) -> PluginSettings {
         memory_limit: 64 << 20,
         call_timeout: Duration::from_secs(1),
         workers: 1,
+        reload: None,
         settings: plugin_settings
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -36,3 +36,8 @@ def fraud_plugin() -> Path:
 def hostile_plugin() -> Path:
     """The misbehaving test plugin: $HOSTILE_PLUGIN, else the `plugin` profile build."""
     return Path(os.environ.get("HOSTILE_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "hostile_plugin.wasm")
+
+
+def python_plugin() -> Path:
+    """The fraud plugin written in Python: $PYTHON_PLUGIN, else plugins/fraud-python/build.sh's output."""
+    return Path(os.environ.get("PYTHON_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "fraud_python.wasm")

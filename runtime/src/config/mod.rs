@@ -34,6 +34,7 @@ pub mod defaults {
     pub const PLUGIN_MEMORY_LIMIT: u64 = 64 << 20;
     pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
     pub const PLUGIN_WORKERS: usize = 1;
+    pub const PLUGIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
     pub const BATCH_SIZE: usize = 256;
     pub const LINGER: Duration = Duration::from_millis(5);
     pub const MAX_PENDING: usize = 10_000;
@@ -135,6 +136,9 @@ pub struct PluginSettings {
     pub workers: usize,
     /// Handed to the plugin's `configure`.
     pub settings: Vec<(String, String)>,
+    /// How often the plugin file is checked for a new version; `None`: never (SIGHUP still
+    /// reloads only when this is set).
+    pub reload: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -448,6 +452,10 @@ fn read_plugin(mut s: Section<'_>, path: &Path) -> PluginSettings {
         memory_limit,
         call_timeout: s.duration("call-timeout", defaults::PLUGIN_CALL_TIMEOUT),
         workers: s.count("workers", defaults::PLUGIN_WORKERS, 64),
+        reload: match s.optional_bool("reload") {
+            Some(false) => None,
+            _ => Some(s.duration("reload-interval", defaults::PLUGIN_RELOAD_INTERVAL)),
+        },
         settings: s.section("settings").string_map(&[]),
     }
 }

@@ -102,6 +102,19 @@ impl<'p> Section<'p> {
         self.table.get(key).and_then(toml::Value::as_str)
     }
 
+    pub(crate) fn optional_bool(&mut self, key: &str) -> Option<bool> {
+        match self.take(key)? {
+            Value::Boolean(b) => Some(b),
+            other => {
+                self.problem(
+                    key,
+                    format!("expected true or false, found {}", describe(&other)),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn optional_integer(&mut self, key: &str) -> Option<i64> {
         match self.take(key)? {
             Value::Integer(i) => Some(i),

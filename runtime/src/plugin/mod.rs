@@ -126,6 +126,7 @@ impl PluginHost {
                 message: problem.to_owned(),
             });
         }
+        let digest = digest(&bytes);
         let component = Component::new(&self.engine, &bytes).map_err(|e| PluginError::Compile {
             path: path.clone(),
             message: format!("{e:#}"),
@@ -143,6 +144,7 @@ impl PluginHost {
             .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into());
         Ok(Arc::new(LoadedPlugin {
             engine: self.engine.clone(),
+            digest,
             pre,
             path,
             name,
@@ -169,6 +171,19 @@ fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// `sha256:<hex>` of a component's bytes.
+pub fn digest(bytes: &[u8]) -> Arc<str> {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let hash = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in hash {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out.into()
+}
+
 fn ticks(limit: Duration) -> u64 {
     (limit.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64
 }
@@ -176,6 +191,7 @@ fn ticks(limit: Duration) -> u64 {
 /// A compiled plugin, ready to instantiate.
 pub struct LoadedPlugin {
     engine: Engine,
+    digest: Arc<str>,
     pre: bindings::PluginPre<StoreState>,
     path: PathBuf,
     name: Arc<str>,
@@ -196,6 +212,11 @@ impl std::fmt::Debug for LoadedPlugin {
 impl LoadedPlugin {
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// `sha256:<hex>` of the component file: which plugin version made an output.
+    pub fn digest(&self) -> &Arc<str> {
+        &self.digest
     }
 }
 

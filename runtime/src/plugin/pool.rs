@@ -31,6 +31,7 @@ enum Job {
 /// A fixed set of plugin instances, each on its own thread.
 pub struct PluginPool {
     jobs: mpsc::Sender<Job>,
+    digest: Arc<str>,
     requirements: ModelRequirements,
     threads: Vec<JoinHandle<()>>,
 }
@@ -77,9 +78,15 @@ impl PluginPool {
         }
         Ok(Self {
             jobs,
+            digest: plugin.digest().clone(),
             requirements,
             threads,
         })
+    }
+
+    /// `sha256:<hex>` of the component these instances run.
+    pub fn digest(&self) -> &Arc<str> {
+        &self.digest
     }
 
     /// What the plugin declared it sends the model and reads back.
