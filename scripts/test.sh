@@ -12,8 +12,8 @@ section() { printf '\n==== %s ====\n' "$*"; }
 section "Set-up"
 scripts/setup.sh
 
-section "Build: fraud and hostile-test plugins (wasm32-wasip2, profile plugin)"
-cargo build -p fraud-plugin -p hostile-plugin --target wasm32-wasip2 --profile plugin
+section "Build: plugins (wasm32-wasip2, profile plugin)"
+cargo build -p fraud-plugin -p hostile-plugin -p plugin-template --target wasm32-wasip2 --profile plugin
 
 # One debug build serves both the Rust tests and the end-to-end runtime: a second (release)
 # build would double the cold CI time for no extra coverage.

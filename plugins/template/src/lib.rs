@@ -1,0 +1,148 @@
+//! A starting point for a plugin. It reads `{"id": "...", "features": [numbers]}`, asks the
+//! model for `score` given an f32 tensor `input` of shape [1, N], and emits
+//! `{"id": "...", "score": s, "flagged": s >= threshold}` under the input's key.
+//!
+//! Settings: `threshold` (default 0.5) and `features` (N, default 4).
+
+use serde::{Deserialize, Serialize};
+use streaminfer_sdk::{
+    Config, Decision, Dtype, ModelRequirements, Output, Plugin, PluginError, Record, Request,
+    Response, Tensor, export_plugin,
+};
+
+const INPUT: &str = "input";
+const OUTPUT: &str = "score";
+
+/// The configured plugin.
+#[derive(Debug)]
+pub struct Template {
+    threshold: f32,
+    features: usize,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    id: String,
+    features: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct Scored<'a> {
+    id: &'a str,
+    score: f32,
+    flagged: bool,
+}
+
+impl Plugin for Template {
+    fn configure(config: &Config) -> Result<Self, String> {
+        Ok(Self {
+            threshold: config.parse_or("threshold", 0.5)?,
+            features: config.parse_or("features", 4)?,
+        })
+    }
+
+    fn requirements(&self) -> ModelRequirements {
+        ModelRequirements::default()
+            .input(INPUT, Dtype::F32, [-1, self.features as i64])
+            .output(OUTPUT)
+    }
+
+    fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {
+        let event: Event = record.json()?;
+        if event.features.len() != self.features {
+            return Err(PluginError::InvalidRecord(format!(
+                "`features` has {} values, the model takes {}",
+                event.features.len(),
+                self.features
+            )));
+        }
+        let input = Tensor::f32(INPUT, [1, self.features as i64], event.features)?;
+        Ok(Request::new(vec![input]).with_outputs([OUTPUT]).into())
+    }
+
+    fn complete(&self, record: &Record, response: &Response) -> Result<Vec<Output>, PluginError> {
+        let event: Event = record.json()?;
+        let score = match response.output(OUTPUT)?.as_f32()? {
+            [score] => *score,
+            other => {
+                return Err(PluginError::InvalidResponse(format!(
+                    "expected one score, got {other:?}"
+                )));
+            }
+        };
+        let scored = Scored {
+            id: &event.id,
+            score,
+            flagged: score >= self.threshold,
+        };
+        Ok(vec![Output::json(record.key.clone(), &scored)?])
+    }
+}
+
+export_plugin!(Template);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streaminfer_sdk::{ModelInfo, TensorData};
+
+    fn plugin() -> Template {
+        Template::configure(&Config::new([("threshold", "0.7")])).expect("valid settings")
+    }
+
+    fn record(value: &str) -> Record {
+        Record {
+            topic: "events".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: None,
+            key: Some(b"k".to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn builds_the_input_tensor() {
+        let decision = plugin()
+            .prepare(&record(r#"{"id": "a", "features": [1, 2, 3, 4]}"#))
+            .expect("valid");
+        let Decision::Infer(request) = decision else {
+            panic!("expected a model call")
+        };
+        assert_eq!(request.inputs[0].shape, [1, 4]);
+        assert_eq!(
+            request.inputs[0].data,
+            TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])
+        );
+    }
+
+    #[test]
+    fn refuses_the_wrong_number_of_features() {
+        let err = plugin()
+            .prepare(&record(r#"{"id": "a", "features": [1]}"#))
+            .expect_err("refused");
+        assert!(matches!(err, PluginError::InvalidRecord(m) if m.contains("1 values")));
+    }
+
+    #[test]
+    fn flags_scores_at_the_threshold() {
+        let response = Response {
+            model: ModelInfo {
+                name: "m".into(),
+                version: None,
+            },
+            outputs: vec![Tensor::f32(OUTPUT, [1, 1], vec![0.7]).expect("valid tensor")],
+        };
+        let outputs = plugin()
+            .complete(
+                &record(r#"{"id": "a", "features": [1, 2, 3, 4]}"#),
+                &response,
+            )
+            .expect("scored");
+        let value: serde_json::Value =
+            serde_json::from_slice(outputs[0].value.as_deref().expect("value")).expect("JSON");
+        assert_eq!(value["flagged"], true);
+        assert_eq!(outputs[0].key.as_deref(), Some(&b"k"[..]));
+    }
+}
