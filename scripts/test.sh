@@ -13,7 +13,8 @@ section "Set-up"
 scripts/setup.sh
 
 section "Build: plugins (wasm32-wasip2, profile plugin)"
-cargo build -p fraud-plugin -p hostile-plugin -p plugin-template --target wasm32-wasip2 --profile plugin
+cargo build -p fraud-plugin -p credit-scoring-plugin -p hostile-plugin -p plugin-template \
+    --target wasm32-wasip2 --profile plugin
 
 # One debug build serves both the Rust tests and the end-to-end runtime: a second (release)
 # build would double the cold CI time for no extra coverage.
@@ -21,6 +22,7 @@ section "Build: workspace (debug)"
 cargo build --workspace --all-targets
 
 export FRAUD_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/fraud_plugin.wasm"
+export CREDIT_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/credit_scoring_plugin.wasm"
 export HOSTILE_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/hostile_plugin.wasm"
 export RUNTIME_BIN="$ROOT/target/debug/runtime"
 

@@ -11,14 +11,17 @@ TANSU = REPO / ".tools" / "bin" / "tansu"
 MODEL_SERVER = REPO / "scripts" / "model_server.py"
 FRAUD_MODEL_BASE = REPO / "models" / "fraud" / "saved_model"
 FRAUD_CONFIG = REPO / "config" / "fraud.toml"
+CREDIT_MODEL_BASE = REPO / "models" / "credit" / "saved_model"
+CREDIT_CONFIG = REPO / "config" / "credit.toml"
 # Seldon MLServer lives in a virtual environment of its own (its pins differ from .venv's).
 MLSERVER = REPO / ".venv-mlserver" / "bin" / "mlserver"
 MLSERVER_PYTHON = REPO / ".venv-mlserver" / "bin" / "python"
-# One MLServer model folder: model-settings.json, the runtime module and the weights.
+# MLServer model folders, one per model: model-settings.json, the runtime module and the weights.
 FRAUD_MLSERVER_MODEL = REPO / "models" / "fraud" / "mlserver" / "fraud"
+CREDIT_MLSERVER_MODEL = REPO / "models" / "credit" / "mlserver" / "credit"
 PYTHON = Path(sys.executable)
 
-# The repository root must be importable for `models.fraud.data`.
+# The repository root must be importable for `models.fraud.data` and `models.credit`.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -31,6 +34,13 @@ def runtime_binary() -> Path:
 def fraud_plugin() -> Path:
     """The fraud plugin component: $FRAUD_PLUGIN, else the `plugin` profile build."""
     return Path(os.environ.get("FRAUD_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "fraud_plugin.wasm")
+
+
+def credit_plugin() -> Path:
+    """The credit-scoring plugin component: $CREDIT_PLUGIN, else the `plugin` profile build."""
+    return Path(
+        os.environ.get("CREDIT_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "credit_scoring_plugin.wasm"
+    )
 
 
 def hostile_plugin() -> Path:

@@ -234,14 +234,14 @@ def loopback_opener() -> urllib.request.OpenerDirector:
 
 
 class MlServer(Service):
-    """Seldon MLServer (from .venv-mlserver) serving one model folder over KServe v2.
+    """Seldon MLServer (from .venv-mlserver) serving model folders over KServe v2.
 
     ``endpoint`` is the gRPC endpoint (``inference.GRPCInferenceService``), ``http_url`` the
-    REST one (``/v2/...``). Its working folder holds settings.json, a link to the model folder
+    REST one (``/v2/...``). Its working folder holds settings.json, a link to each model folder
     (MLServer serves every model-settings.json under the folder it is started with) and the log.
     """
 
-    def __init__(self, workdir: Path, model_dir: Path, model_name: str, http_port: int, grpc_port: int) -> None:
+    def __init__(self, workdir: Path, models: Mapping[str, Path], http_port: int, grpc_port: int) -> None:
         settings = {
             "debug": False,  # True logs every request
             "host": "127.0.0.1",
@@ -254,10 +254,11 @@ class MlServer(Service):
             "load_models_at_startup": True,
         }
         (workdir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-        link = workdir / "models" / Path(model_dir).name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+        for name, model_dir in models.items():
+            link = workdir / "models" / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
         # `mlserver start DIR` reads DIR/settings.json and serves the models found under DIR.
         args = [paths.MLSERVER, "start", workdir]
         # MLSERVER_* variables override settings.json: only ours may count.
@@ -265,7 +266,8 @@ class MlServer(Service):
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ next to the model's module
         super().__init__("mlserver", args, workdir / "mlserver.log", env=env)
         self.workdir = workdir
-        self.model_name = model_name
+        self.model_names = list(models)
+        self.model_name = self.model_names[0]
         self.http_port = http_port
         self.port = grpc_port
 
@@ -283,13 +285,16 @@ class MlServer(Service):
         return f"http://127.0.0.1:{self.http_port}"
 
     def model_ready(self, timeout: float = 2.0) -> bool:
-        """GET /v2/models/NAME/ready answers 200 once the model is loaded."""
-        url = f"{self.http_url}/v2/models/{self.model_name}/ready"
-        try:
-            with loopback_opener().open(url, timeout=timeout) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        """GET /v2/models/NAME/ready answers 200 for every model once they are loaded."""
+        for name in self.model_names:
+            url = f"{self.http_url}/v2/models/{name}/ready"
+            try:
+                with loopback_opener().open(url, timeout=timeout) as response:
+                    if response.status != 200:
+                        return False
+            except (urllib.error.URLError, OSError):
+                return False
+        return True
 
 
 def start_mlserver(
@@ -298,22 +303,25 @@ def start_mlserver(
     timeout: float = 120.0,
     model_dir: Path = paths.FRAUD_MLSERVER_MODEL,
     model_name: str = "fraud",
+    models: Mapping[str, Path] | None = None,
 ) -> MlServer:
-    """Starts MLServer with the fraud model (gRPC on ``port``, 0: a free one; REST on a free
-    port) and waits until the model is ready and gRPC listens."""
+    """Starts MLServer (gRPC on ``port``, 0: a free one; REST on a free port) and waits until
+    every model is ready and gRPC listens. ``models`` maps model names (as their
+    model-settings.json says) to model folders; without it, ``model_name`` from ``model_dir``."""
     if not paths.MLSERVER.exists():
         raise RuntimeError(f"{paths.MLSERVER} is missing: run scripts/setup.sh")
+    models = dict(models) if models else {model_name: model_dir}
     attempts = 1 if port else 3  # a free port can be taken before the server binds it
     for attempt in range(attempts):
         workdir = Path(tempfile.mkdtemp(prefix="mlserver-", dir=log_dir))
-        server = MlServer(workdir, model_dir, model_name, free_port(), port or free_port())
+        server = MlServer(workdir, models, free_port(), port or free_port())
         try:
             deadline = time.monotonic() + timeout
             while not server.model_ready():
                 if not server.running():
-                    raise server.fail(f"exited with status {server.process.returncode} before the model was ready")
+                    raise server.fail(f"exited with status {server.process.returncode} before the models were ready")
                 if time.monotonic() > deadline:
-                    raise server.fail(f"model {model_name!r} not ready after {timeout:.0f}s")
+                    raise server.fail(f"models {sorted(models)} not ready after {timeout:.0f}s")
                 time.sleep(0.1)
             wait_for_tcp(server, server.port, max(1.0, deadline - time.monotonic()))
             return server

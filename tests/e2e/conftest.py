@@ -2,7 +2,7 @@
 
 Session-wide: one tansu broker (in-memory storage), one model server serving
 models/fraud/saved_model and, for the tests that ask for it, one Seldon MLServer serving the same
-model over KServe v2, each on free ports of 127.0.0.1. Per test: fresh topic and group
+model and the credit model over KServe v2, each on free ports of 127.0.0.1. Per test: fresh topic and group
 names, and a factory that starts the runtime. Everything started here is stopped in fixture
 teardown, also when a test fails; on failure the tails of the processes' logs are added to the
 test report.
@@ -61,9 +61,10 @@ def model_server(log_dir) -> services.ModelServer:
 
 @pytest.fixture(scope="session")
 def mlserver(log_dir) -> services.MlServer:
-    """Seldon MLServer (.venv-mlserver) serving models/fraud/mlserver/fraud over KServe v2:
-    gRPC at ``.endpoint``, REST at ``.http_url``."""
-    started = services.start_mlserver(log_dir)
+    """Seldon MLServer (.venv-mlserver) serving models/fraud/mlserver/fraud and
+    models/credit/mlserver/credit over KServe v2: gRPC at ``.endpoint``, REST at ``.http_url``."""
+    models = {"fraud": paths.FRAUD_MLSERVER_MODEL, "credit": paths.CREDIT_MLSERVER_MODEL}
+    started = services.start_mlserver(log_dir, models=models)
     _session_services.append(started)
     try:
         yield started
