@@ -19,25 +19,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
+from models.saved_model import latest_version, variables  # noqa: E402
+
 OPSET = 13
 
 
-def latest_version(base: Path) -> Path:
-    versions = sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    if not versions:
-        raise SystemExit(f"no numeric version directory under {base}")
-    return versions[-1]
-
-
 def weights(saved_model: Path) -> dict[str, np.ndarray]:
-    """``w`` float32 [D, 1] and ``b`` float32 [1], as the SavedModel holds them."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(saved_model))
-    return {name: getattr(loaded, name).numpy().astype(np.float32) for name in ("w", "b")}
+    return variables(saved_model, ("w", "b"))
 
 
 def build(w: dict[str, np.ndarray]):

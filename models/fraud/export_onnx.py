@@ -19,23 +19,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
+from models.saved_model import latest_version, variables  # noqa: E402
+
 from models.fraud import data  # noqa: E402
 
 OPSET = 13
 
 
-def latest_version(base: Path) -> Path:
-    versions = sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    if not versions:
-        raise SystemExit(f"no numeric version directory under {base}")
-    return versions[-1]
-
-
 def weights(saved_model: Path) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(saved_model))
-    return {name: getattr(loaded, name).numpy().astype(np.float32) for name in ("mean", "std", "w1", "b1", "w2", "b2")}
+    return variables(saved_model, ("mean", "std", "w1", "b1", "w2", "b2"))
 
 
 def build(w: dict[str, np.ndarray]):

@@ -21,29 +21,11 @@ import pytest
 
 from streamtools import credit, kafka, paths, services
 
-OUTPUT_TIMEOUT = 120.0  # seconds for all outputs to appear
-STOP_TIMEOUT = 60.0  # seconds from SIGTERM to exit
-TOLERANCE = 1e-6
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, TOLERANCE, read_while_running, some
+
 OUTPUT_FIELDS = {"application_id", "bad_probability", "decision", "reasons", "model_name", "model_version"}
 # The embedded-model run also sets the plugin's settings on the command line.
 ONNX_SETTINGS = {"cutoff": 1 / 6, "reasons": 5}
-
-
-def read_while_running(reader: kafka.TopicReader, runtime: services.Service, count: int, timeout: float):
-    """Reads up to ``count`` records, giving up at ``timeout`` or soon after the runtime exits."""
-    records: list[kafka.Record] = []
-    deadline = time.monotonic() + timeout
-    while len(records) < count and time.monotonic() < deadline:
-        records += reader.read(count - len(records), timeout=min(2.0, max(0.0, deadline - time.monotonic())))
-        if not runtime.running():
-            records += reader.drain(idle=1.0, timeout=10.0)
-            break
-    return records
-
-
-def some(items, n: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:n])) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
 @pytest.fixture(scope="module")

@@ -17,35 +17,11 @@ import pytest
 
 from streamtools import fraud, kafka, paths, services
 
+from flow import OUTPUT_TIMEOUT, START_FAILURE_TIMEOUT, STOP_TIMEOUT, TOLERANCE, embedded, read_while_running, some
+
 SEED = 20251128
 COUNT = 10_000
-OUTPUT_TIMEOUT = 180.0  # seconds for all outputs to appear
-STOP_TIMEOUT = 60.0  # seconds from SIGTERM to exit
-START_FAILURE_TIMEOUT = 60.0  # seconds for a runtime that cannot start to give up
-TOLERANCE = 1e-6
 OUTPUT_FIELDS = {"id", "fraud_probability", "is_fraud", "model_name", "model_version"}
-
-
-def read_while_running(reader: kafka.TopicReader, runtime: services.Service, count: int, timeout: float):
-    """Reads up to ``count`` records, giving up at ``timeout`` or soon after the runtime exits."""
-    records: list[kafka.Record] = []
-    deadline = time.monotonic() + timeout
-    while len(records) < count and time.monotonic() < deadline:
-        records += reader.read(count - len(records), timeout=min(2.0, max(0.0, deadline - time.monotonic())))
-        if not runtime.running():
-            records += reader.drain(idle=1.0, timeout=10.0)
-            break
-    return records
-
-
-def some(items, n: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:n])) + (f" ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def embedded(overrides: dict[str, object]) -> dict[str, object]:
-    """The overrides without the model server: config/fraud.toml's embedded ONNX model."""
-    return {k: v for k, v in overrides.items() if k not in ("model.backend", "model.endpoint")}
 
 
 @pytest.mark.parametrize("backend", ["tf-serving", "onnx", "kserve-raw", "kserve-typed"])

@@ -9,7 +9,7 @@ import time
 
 from streamtools import kafka, paths
 
-from test_fraud_pipeline import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running
 
 # command -> the dead-letter reason it must produce (None: it must be produced as output)
 COMMANDS = {

@@ -13,7 +13,8 @@ import pytest
 
 from streamtools import fraud, kafka, paths, services
 
-from test_fraud_pipeline import OUTPUT_TIMEOUT, SEED, STOP_TIMEOUT, read_while_running, some
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, read_while_running, some
+from test_fraud_pipeline import SEED
 
 COUNT = 4_000
 

@@ -11,7 +11,8 @@ import time
 
 from streamtools import fraud, kafka, paths
 
-from test_fraud_pipeline import OUTPUT_TIMEOUT, SEED, STOP_TIMEOUT, embedded, read_while_running
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running
+from test_fraud_pipeline import SEED
 
 RELOAD_WAIT = 30.0
 
