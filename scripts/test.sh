@@ -16,6 +16,9 @@ section "Build: plugins (wasm32-wasip2, profile plugin)"
 cargo build -p fraud-plugin -p credit-scoring-plugin -p hostile-plugin -p plugin-template \
     --target wasm32-wasip2 --profile plugin
 
+section "Build: Python plugin (componentize-py, from wit/ alone)"
+plugins/fraud-python/build.sh
+
 # One debug build serves both the Rust tests and the end-to-end runtime: a second (release)
 # build would double the cold CI time for no extra coverage.
 section "Build: workspace (debug)"
@@ -23,6 +26,7 @@ cargo build --workspace --all-targets
 
 export FRAUD_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/fraud_plugin.wasm"
 export CREDIT_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/credit_scoring_plugin.wasm"
+export PYTHON_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/fraud_python.wasm"
 export HOSTILE_PLUGIN="$ROOT/target/wasm32-wasip2/plugin/hostile_plugin.wasm"
 export RUNTIME_BIN="$ROOT/target/debug/runtime"
 

@@ -1,0 +1,151 @@
+"""The fraud plugin in Python, built from wit/ with componentize-py: the same requests, outputs
+and errors as the Rust one in plugins/fraud (only JSON syntax errors are worded differently).
+
+A transaction is a JSON object with an integer `id` and numbers `Time`, `V1` ... `V28`, `Amount`;
+`prepare` asks for `fraud_probability` with one f32 [1, 30] `features` tensor, `complete` emits
+the verdict under the input key. Settings: `threshold` (default 0.5, in [0, 1]), `signature`.
+"""
+
+import math
+import re
+import struct
+
+import strict_json
+from componentize_py_types import Err, Ok
+from wit_world import exports
+from wit_world.imports import types as t
+
+FEATURES = ["Time", *(f"V{i}" for i in range(1, 29)), "Amount"]
+INPUT, OUTPUT = "features", "fraud_probability"
+FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)", re.I | re.A)
+F32 = struct.Struct("<f")
+KINDS = {list: "sequence", str: "string", int: "integer", float: "floating point", bool: "boolean", type(None): "null"}
+config = None  # (threshold as f32, signature) once configured
+
+
+def f32(x):
+    """`x` rounded to f32; OverflowError beyond its range (where Rust's `as f32` gives inf)."""
+    return F32.unpack(F32.pack(x))[0]
+
+
+def invalid(message):
+    return Err(t.PluginError_InvalidRecord(message))
+
+
+def transaction(record):
+    if record.value is None:
+        raise invalid("record has no value")
+    try:
+        txn = strict_json.loads(record.value)
+    except ValueError as error:
+        raise invalid(f"value is not valid JSON: {error}")
+    if not isinstance(txn, dict):
+        raise invalid(f"value does not match the expected fields: invalid type: {KINDS[type(txn)]}, expected a map")
+    return txn
+
+
+def field(txn, name):
+    if name not in txn:
+        raise invalid(f"field `{name}` is missing")
+    return txn[name]
+
+
+def wrong_type(name, expected, value):
+    return invalid(f"field `{name}` must be {expected}, found {strict_json.dumps(value)}")
+
+
+def transaction_id(txn):
+    value = field(txn, "id")
+    if type(value) is int and -(2**63) <= value < 2**63:  # bool is not int here
+        return value
+    raise wrong_type("id", "an integer", value)
+
+
+def feature(txn, name):
+    value = field(txn, name)
+    if type(value) not in (int, float):
+        raise wrong_type(name, "a number", value)
+    try:
+        number = f32(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise wrong_type(name, "a number within f32 range", value)
+    return number
+
+
+def prepare(record):
+    txn = transaction(record)
+    transaction_id(txn)
+    features = [feature(txn, name) for name in FEATURES]
+    tensor = t.Tensor(INPUT, [1, len(FEATURES)], t.TensorData_F32(features))
+    return t.Decision_Infer(t.InferenceRequest([tensor], config[1], [OUTPUT]))
+
+
+def complete(completion):
+    record, response = completion.record, completion.response
+    txn = transaction(record)
+    if "id" in txn.repeated:  # the Rust plugin reads `id` back into a struct, which refuses this
+        raise invalid("value does not match the expected fields: duplicate field `id`")
+    tx_id = transaction_id(txn)
+    found = [tensor for tensor in response.outputs if tensor.name == OUTPUT]
+    if not found:
+        names = ", ".join(tensor.name for tensor in response.outputs)
+        raise Err(t.PluginError_InvalidResponse(f"model response has no output tensor `{OUTPUT}` (outputs: [{names}])"))
+    data = found[0].data
+    if not isinstance(data, t.TensorData_F32):
+        dtype = type(data).__name__.split("_", 1)[1].lower()
+        raise Err(t.PluginError_InvalidResponse(f"tensor `{OUTPUT}` holds {dtype} elements, expected f32"))
+    if len(data.value) != 1 or not math.isfinite(data.value[0]):
+        raise Err(t.PluginError_InvalidResponse(f"output `{OUTPUT}` must hold one finite number, got {data.value}"))
+    probability = data.value[0]  # an f32, compared at f32 precision
+    verdict = {
+        "id": tx_id,
+        "fraud_probability": probability,
+        "is_fraud": probability >= config[0],
+        "model_name": response.model.name,
+        "model_version": response.model.version,
+    }
+    headers = [("source-topic", record.topic), ("source-partition", record.partition), ("source-offset", record.offset)]
+    headers = [t.Header(key, str(value).encode()) for key, value in headers]
+    return [t.OutputRecord(record.key, strict_json.dumps(verdict).encode(), headers, None)]
+
+
+def each(step, items):
+    """One result per item: Ok, or the plugin error `step` raised."""
+    if config is None:
+        return [Err(t.PluginError_Failed("plugin not configured")) for _ in items]
+    results = []
+    for item in items:
+        try:
+            results.append(Ok(step(item)))
+        except Err as error:
+            results.append(error)
+    return results
+
+
+class Handler(exports.Handler):
+    def configure(self, settings):
+        global config
+        config, settings = None, dict(settings)  # the last value of a repeated key wins
+        raw = settings.get("threshold")
+        threshold = 0.5
+        if raw is not None:
+            if not FLOAT.fullmatch(raw.strip()):
+                why = "cannot parse float from empty string" if not raw.strip() else "invalid float literal"
+                raise Err(f"setting `threshold` = {strict_json.dumps(raw)} is not a valid f64: {why}")
+            threshold = float(raw.strip())
+        if not 0.0 <= threshold <= 1.0:
+            raise Err(f"setting `threshold` = {strict_json.dumps(raw or '')} must be a number between 0 and 1")
+        config = (f32(threshold), settings.get("signature") or None)
+
+    def requirements(self):
+        if config is None:
+            return t.ModelRequirements([], [])
+        return t.ModelRequirements([t.TensorSpec(INPUT, t.Dtype.F32, [-1, len(FEATURES)])], [OUTPUT])
+
+    def prepare(self, records):
+        return each(prepare, records)
+
+    def complete(self, completions):
+        return each(complete, completions)
