@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  Kafka ──► source ──► pipeline ──► plugin.prepare ──► inference ──► plugin.complete ──► sink ──► Kafka
-//!              ▲            │            (Wasm)         (gRPC model)      (Wasm)           │
+//!              ▲            │            (Wasm)       (ONNX or gRPC)      (Wasm)           │
 //!              └─ offsets ◄─┴──────────────── acknowledged, or dead-lettered ◄────────────┘
 //! ```
 //!
@@ -13,10 +13,12 @@
 //! - [`pipeline`]: batches records, runs them through the stages with every queue bounded, and
 //!   finishes each record once its outputs are acknowledged.
 //! - [`plugin`]: the WebAssembly host: the contract in `wit/`, sandbox limits, instance rebuilds.
-//! - [`inference`]: the model-server client (TensorFlow Serving's `PredictionService`).
+//! - [`inference`]: the model: embedded ONNX, TensorFlow Serving or KServe v2, with batching,
+//!   retries, a circuit breaker and an adaptive bound on calls in flight.
 //! - [`sink`]: the Kafka producer for outputs and dead letters.
 //! - [`kafka`]: what source and sink share: librdkafka's logs, start-up topic checks.
 //! - [`offline`]: `check` and `replay`: records from a file through the plugin (and model).
+//! - `reload`: swaps in a new plugin file while the stream runs.
 //! - [`offsets`]: which offsets may be committed, given records finishing out of order.
 //! - [`failure`]: why a record was dead-lettered, as its headers say.
 //! - [`metrics`]: counters of what happened.
