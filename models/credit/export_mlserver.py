@@ -13,10 +13,8 @@ give byte-identical files.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from models.credit.export_onnx import latest_version, weights  # noqa: E402
+from models.saved_model import write_npz  # noqa: E402
 
 NAMES = ("w", "b")
-FIXED_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like numpy.savez, but with fixed entry dates and order (reproducible bytes)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name in NAMES:
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=FIXED_DATE)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, buffer.getvalue())
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,7 +40,7 @@ def main() -> None:
     if declared != [-1, arrays["w"].shape[0]]:
         raise SystemExit(f"model-settings.json declares features {declared}, the model takes [-1, {arrays['w'].shape[0]}]")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_npz(args.output, arrays)
+    write_npz(args.output, arrays, NAMES)
     shapes = ", ".join(f"{n} {list(arrays[n].shape)}" for n in NAMES)
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes) from {source}: {shapes}")
 

@@ -91,6 +91,14 @@ pub(crate) trait MetadataClient {
     fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError>;
 }
 
+/// Whether `metadata` shows `topic` as existing, readable and with partitions.
+pub(crate) fn has_topic(metadata: &rdkafka::metadata::Metadata, topic: &str) -> bool {
+    metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}
+
 /// Fetches metadata of `topics` on a blocking thread (librdkafka's call blocks) and returns
 /// the client with the topics that do not exist.
 ///

@@ -11,7 +11,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaSettings;
 use crate::failure::Failure;
-use crate::kafka::{KafkaContext, MetadataClient, missing_topics};
+use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
 use crate::plugin::types::{Header, InputRecord, OutputRecord};
 
 /// The header naming the plugin (by content digest) that made an output or refused an input.
@@ -67,10 +67,7 @@ impl std::fmt::Debug for Sink {
 impl MetadataClient for FutureProducer<KafkaContext> {
     fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
         let md = self.client().fetch_metadata(Some(topic), timeout)?;
-        Ok(md
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+        Ok(has_topic(&md, topic))
     }
 }
 

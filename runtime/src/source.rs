@@ -10,7 +10,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Timestamp};
 
 use crate::config::KafkaSettings;
-use crate::kafka::{KafkaContext, MetadataClient, missing_topics};
+use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
 use crate::plugin::types::{Header, InputRecord};
 
 /// Why the source could not start or keep going.
@@ -159,10 +159,7 @@ impl Source {
 impl MetadataClient for StreamConsumer<KafkaContext> {
     fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
         let md = self.fetch_metadata(Some(topic), timeout)?;
-        Ok(md
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+        Ok(has_topic(&md, topic))
     }
 }
 
