@@ -14,7 +14,7 @@ scripts/setup.sh
 
 section "Build: plugins (wasm32-wasip2, profile plugin)"
 cargo build -p fraud-plugin -p credit-scoring-plugin -p hostile-plugin -p plugin-template \
-    --target wasm32-wasip2 --profile plugin
+    -p passthrough-plugin --target wasm32-wasip2 --profile plugin
 
 section "Build: Python plugin (componentize-py, from wit/ alone)"
 plugins/fraud-python/build.sh

@@ -8,7 +8,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::{Completion, Config, Decision, ModelRequirements, Output, Plugin, PluginError, Record};
+pub use crate::bindings::streaminfer::plugin::types::{Completion, Decision, ModelCall};
+use crate::{Config, ModelRequirements, Output, Plugin, PluginError, Record, state};
 
 /// Where `export_plugin!` keeps the configured plugin. A component instance runs on a single
 /// thread, so a thread-local cell is the whole of the synchronization it needs.
@@ -63,10 +64,7 @@ pub fn prepare<P: Plugin + 'static>(
     records: Vec<Record>,
 ) -> Vec<Result<Decision, PluginError>> {
     with_plugin(slot, records.len(), |plugin| {
-        records
-            .iter()
-            .map(|record| plugin.prepare(record))
-            .collect()
+        prepare_batch(plugin, &records)
     })
 }
 
@@ -76,11 +74,43 @@ pub fn complete<P: Plugin + 'static>(
     completions: Vec<Completion>,
 ) -> Vec<Result<Vec<Output>, PluginError>> {
     with_plugin(slot, completions.len(), |plugin| {
-        completions
-            .iter()
-            .map(|completion| plugin.complete(&completion.record, &completion.response))
-            .collect()
+        complete_batch(plugin, completions)
     })
+}
+
+/// What the component's `prepare` export does with a configured plugin: each decision in the
+/// contract's terms, the state encoded. Public so that the same glue runs natively (the
+/// benchmark that weighs the cost of WebAssembly calls it directly).
+pub fn prepare_batch<P: Plugin>(
+    plugin: &P,
+    records: &[Record],
+) -> Vec<Result<Decision, PluginError>> {
+    records
+        .iter()
+        .map(|record| match plugin.prepare(record)? {
+            crate::Decision::Infer(request, kept) => Ok(Decision::Infer(ModelCall {
+                request,
+                state: state::encode(&kept)?,
+            })),
+            crate::Decision::Emit(outputs) => Ok(Decision::Emit(outputs)),
+            crate::Decision::Skip => Ok(Decision::Skip),
+        })
+        .collect()
+}
+
+/// What the component's `complete` export does with a configured plugin: decodes each state and
+/// hands it over with the origin and the response.
+pub fn complete_batch<P: Plugin>(
+    plugin: &P,
+    completions: Vec<Completion>,
+) -> Vec<Result<Vec<Output>, PluginError>> {
+    completions
+        .into_iter()
+        .map(|completion| {
+            let kept = state::decode(&completion.state)?;
+            plugin.complete(completion.origin, kept, &completion.response)
+        })
+        .collect()
 }
 
 fn with_plugin<P: 'static, T>(
@@ -105,34 +135,52 @@ fn with_plugin<P: 'static, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ModelInfo, Response, Tensor};
+    use crate::{ModelInfo, Origin, Request, Response, Tensor};
 
-    /// Echoes the `tag` setting; fails records without a value.
+    /// Emits the `tag` setting for records with a value `emit`, asks the model (keeping the
+    /// value's length) for others, and fails records without a value.
     #[derive(Debug)]
     struct Echo {
         tag: String,
     }
 
     impl Plugin for Echo {
+        type State = u32;
+
         fn configure(config: &Config) -> Result<Self, String> {
             Ok(Self {
                 tag: config.require("tag")?.to_owned(),
             })
         }
 
-        fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {
-            if record.value.is_none() {
-                return Err(PluginError::InvalidRecord("no value".to_owned()));
+        fn prepare(&self, record: &Record) -> Result<crate::Decision<u32>, PluginError> {
+            match record.value.as_deref() {
+                None => Err(PluginError::InvalidRecord("no value".to_owned())),
+                Some(b"emit") => Ok(crate::Decision::Emit(vec![Output::new(
+                    None,
+                    Some(self.tag.clone().into_bytes()),
+                )])),
+                Some(value) => {
+                    let input = Tensor::f32("x", [1], [0.0])?;
+                    Ok(crate::Decision::Infer(
+                        Request::new(vec![input]),
+                        value.len() as u32,
+                    ))
+                }
             }
-            Ok(Decision::Emit(vec![Output::new(
-                None,
-                Some(self.tag.clone().into_bytes()),
-            )]))
         }
 
-        fn complete(&self, _: &Record, response: &Response) -> Result<Vec<Output>, PluginError> {
+        fn complete(
+            &self,
+            origin: Origin,
+            length: u32,
+            response: &Response,
+        ) -> Result<Vec<Output>, PluginError> {
             response.output("y")?;
-            Ok(Vec::new())
+            Ok(vec![Output::new(
+                origin.key,
+                Some(length.to_string().into_bytes()),
+            )])
         }
     }
 
@@ -156,10 +204,30 @@ mod tests {
         vec![("tag".to_owned(), tag.to_owned())]
     }
 
+    fn completion(state: Vec<u8>) -> Completion {
+        Completion {
+            origin: Origin {
+                topic: "t".to_owned(),
+                partition: 0,
+                offset: 1,
+                timestamp: None,
+                key: Some(b"k".to_vec()),
+            },
+            state,
+            response: Response {
+                model: ModelInfo {
+                    name: "m".to_owned(),
+                    version: None,
+                },
+                outputs: vec![Tensor::f32("y", [1], [0.0]).expect("valid")],
+            },
+        }
+    }
+
     #[test]
     fn lifecycle() {
         // Before configure: one failure per record, no panic.
-        let results = prepare(&ECHO, vec![record(Some(b"x")), record(None)]);
+        let results = prepare(&ECHO, vec![record(Some(b"emit")), record(None)]);
         assert_eq!(
             results,
             vec![
@@ -171,7 +239,7 @@ mod tests {
 
         // Configured: one result per record, in order.
         configure(&ECHO, settings("a")).expect("valid settings");
-        let results = prepare(&ECHO, vec![record(Some(b"x")), record(None)]);
+        let results = prepare(&ECHO, vec![record(Some(b"emit")), record(None)]);
         assert_eq!(results.len(), 2);
         assert!(
             matches!(&results[0], Ok(Decision::Emit(out)) if out[0].value.as_deref() == Some(b"a"))
@@ -181,21 +249,9 @@ mod tests {
             Err(PluginError::InvalidRecord("no value".to_owned()))
         );
 
-        let completion = Completion {
-            record: record(Some(b"x")),
-            response: Response {
-                model: ModelInfo {
-                    name: "m".to_owned(),
-                    version: None,
-                },
-                outputs: vec![Tensor::f32("y", [1], [0.0]).expect("valid")],
-            },
-        };
-        assert_eq!(complete(&ECHO, vec![completion]), vec![Ok(Vec::new())]);
-
         // Configuring again replaces the plugin.
         configure(&ECHO, settings("b")).expect("valid settings");
-        let results = prepare(&ECHO, vec![record(Some(b"x"))]);
+        let results = prepare(&ECHO, vec![record(Some(b"emit"))]);
         assert!(
             matches!(&results[0], Ok(Decision::Emit(out)) if out[0].value.as_deref() == Some(b"b"))
         );
@@ -206,8 +262,45 @@ mod tests {
             Err("missing required setting `tag`".to_owned())
         );
         assert_eq!(
-            prepare(&ECHO, vec![record(Some(b"x"))]),
+            prepare(&ECHO, vec![record(Some(b"emit"))]),
             vec![Err(PluginError::Failed("plugin not configured".to_owned()))]
         );
+    }
+
+    #[test]
+    fn the_state_prepare_keeps_reaches_complete() {
+        let echo = Echo {
+            tag: "t".to_owned(),
+        };
+        let mut decisions = prepare_batch(&echo, &[record(Some(b"hello"))]);
+        let Some(Ok(Decision::Infer(call))) = decisions.pop() else {
+            panic!("expected a model call, got {decisions:?}");
+        };
+        let outputs = complete_batch(&echo, vec![completion(call.state)]);
+        let [Ok(outputs)] = outputs.as_slice() else {
+            panic!("expected one result, got {outputs:?}");
+        };
+        assert_eq!(outputs[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(outputs[0].value.as_deref(), Some(&b"5"[..]));
+    }
+
+    #[test]
+    fn a_state_that_does_not_decode_fails_its_record_only() {
+        let echo = Echo {
+            tag: "t".to_owned(),
+        };
+        let good = prepare_batch(&echo, &[record(Some(b"hi"))]);
+        let Some(Ok(Decision::Infer(call))) = good.into_iter().next() else {
+            panic!("expected a model call");
+        };
+        let results = complete_batch(
+            &echo,
+            vec![completion(vec![0xff; 6]), completion(call.state)],
+        );
+        assert!(
+            matches!(&results[0], Err(PluginError::Failed(m)) if m.contains("cannot decode the record's state")),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
     }
 }

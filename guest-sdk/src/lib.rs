@@ -6,25 +6,30 @@
 //! the component ABI stay here.
 //!
 //! A record flows like this: the host calls `prepare` with a batch of [`Record`]s; for each one
-//! the plugin returns a [`Decision`] (call the model with a [`Request`], emit [`Output`]s at
-//! once, or skip) or a [`PluginError`], which sends that record to the dead-letter topic. The
-//! host calls the model and hands each [`Response`] back to `complete` with its record; the
-//! plugin returns the records to produce.
+//! the plugin returns a [`Decision`] (call the model with a [`Request`] and a state of its own,
+//! emit [`Output`]s at once, or skip) or a [`PluginError`], which sends that record to the
+//! dead-letter topic. The host calls the model and hands each [`Response`] back to `complete`
+//! with the state and the record's [`Origin`] (its key and position); the plugin returns the
+//! records to produce. The state is the plugin's [`Plugin::State`], any serde type: whatever
+//! `complete` needs from the record (an id, a few fields), so that the record is parsed once.
+//! The SDK encodes it compactly; the host never looks inside.
 //!
 //! - [`Config`]: typed access to the plugin's settings.
 //! - [`Tensor`]: builders that check shapes, readers that check element types.
 //! - [`Record::json`], [`Output::json`], [`Output::with_header`]: JSON in, JSON out.
+//!   [`Record::json`] deserializes into any `#[derive(Deserialize)]` struct, borrowing strings
+//!   from the record: parse into the fields you use, not into a `serde_json::Value`.
 //! - [`log`]: the host's log inside a component, standard error in native tests.
 //!
 //! The plugin's logic compiles for the host target as well, so it is unit-tested with a plain
 //! `cargo test`: call `configure`, `prepare` and `complete` directly. Build the component with
-//! `cargo build --target wasm32-wasip2 --release`.
+//! `cargo build --target wasm32-wasip2 --profile plugin`.
 //!
 //! ```
 //! use serde::Deserialize;
 //! use streaminfer_sdk::{
-//!     export_plugin, Config, Decision, Output, Plugin, PluginError, Record, Request, Response,
-//!     Tensor,
+//!     export_plugin, Config, Decision, Origin, Output, Plugin, PluginError, Record, Request,
+//!     Response, Tensor,
 //! };
 //!
 //! struct Scorer {
@@ -32,27 +37,30 @@
 //! }
 //!
 //! #[derive(Deserialize)]
-//! struct Reading {
-//!     sensor: String,
+//! struct Reading<'a> {
+//!     sensor: &'a str,
 //!     values: [f32; 4],
 //! }
 //!
 //! impl Plugin for Scorer {
+//!     /// What `complete` needs of the record: the sensor's name.
+//!     type State = String;
+//!
 //!     fn configure(config: &Config) -> Result<Self, String> {
 //!         Ok(Self { threshold: config.parse_or("threshold", 0.5)? })
 //!     }
 //!
-//!     fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {
-//!         let reading: Reading = record.json()?;
+//!     fn prepare(&self, record: &Record) -> Result<Decision<String>, PluginError> {
+//!         let reading: Reading<'_> = record.json()?;
 //!         let input = Tensor::f32("x", [1, 4], reading.values)?;
-//!         Ok(Request::new(vec![input]).with_outputs(["score"]).into())
+//!         let request = Request::new(vec![input]).with_outputs(["score"]);
+//!         Ok(Decision::Infer(request, reading.sensor.to_owned()))
 //!     }
 //!
-//!     fn complete(&self, record: &Record, response: &Response) -> Result<Vec<Output>, PluginError> {
-//!         let reading: Reading = record.json()?;
+//!     fn complete(&self, origin: Origin, sensor: String, response: &Response) -> Result<Vec<Output>, PluginError> {
 //!         let score = response.output("score")?.as_f32()?.first().copied().unwrap_or(0.0);
-//!         let alert = serde_json::json!({ "sensor": reading.sensor, "alert": score >= self.threshold });
-//!         Ok(vec![Output::json(record.key.clone(), &alert)?.with_header("model", response.model_name())])
+//!         let alert = serde_json::json!({ "sensor": sensor, "alert": score >= self.threshold });
+//!         Ok(vec![Output::json(origin.key, &alert)?.with_header("model", response.model_name())])
 //!     }
 //! }
 //!
@@ -65,6 +73,7 @@ mod config;
 pub mod export;
 pub mod log;
 mod record;
+mod state;
 mod tensor;
 
 /// The raw bindings generated from the plugin world in `wit/`. Plugins normally need nothing
@@ -89,19 +98,45 @@ pub mod bindings {
 }
 
 pub use bindings::streaminfer::plugin::types::{
-    Completion, Decision, Dtype, Header, InferenceRequest as Request,
-    InferenceResponse as Response, InputRecord as Record, ModelInfo, ModelRequirements,
-    OutputRecord as Output, PluginError, Tensor, TensorData, TensorSpec,
+    Dtype, Header, InferenceRequest as Request, InferenceResponse as Response,
+    InputRecord as Record, ModelInfo, ModelRequirements, Origin, OutputRecord as Output,
+    PluginError, Tensor, TensorData, TensorSpec,
 };
 pub use config::Config;
+pub use state::State;
+
+/// What to do with one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<S> {
+    /// Call the model with this request; `complete` gets its response and this state.
+    Infer(Request, S),
+    /// Produce these records without calling the model.
+    Emit(Vec<Output>),
+    /// Produce nothing; the record counts as done.
+    Skip,
+}
+
+/// A plugin that needs nothing of the record in `complete` (its key and position come with the
+/// [`Origin`]) asks for the model with `request.into()`.
+impl From<Request> for Decision<()> {
+    fn from(request: Request) -> Self {
+        Self::Infer(request, ())
+    }
+}
 
 /// A use case: how records become model requests and model responses become records.
 ///
 /// The host builds the plugin once per instance with [`Plugin::configure`] and then calls the
 /// other methods once per record. The host may rebuild an instance at any time, so nothing may
-/// depend on state kept between calls. Return errors for bad input; a panic traps the instance
-/// (the host discards it and dead-letters the batch's records).
+/// depend on state kept between calls: what `complete` needs of a record travels with the model
+/// call as [`Plugin::State`]. Return errors for bad input; a panic traps the instance (the host
+/// discards it and retries the batch's records one by one, so only the guilty one fails).
 pub trait Plugin {
+    /// What [`Plugin::prepare`] keeps of a record for [`Plugin::complete`]: any serde type,
+    /// `()` when nothing. Keep it small: it is encoded, held by the host while the model runs,
+    /// and decoded once.
+    type State: State;
+
     /// Builds the plugin from its settings.
     ///
     /// # Errors
@@ -120,13 +155,19 @@ pub trait Plugin {
     ///
     /// # Errors
     /// Usually [`PluginError::InvalidRecord`]: the record goes to the dead-letter topic.
-    fn prepare(&self, record: &Record) -> Result<Decision, PluginError>;
+    fn prepare(&self, record: &Record) -> Result<Decision<Self::State>, PluginError>;
 
-    /// Turns the model's response to `record` into the records to produce.
+    /// Turns the model's response into the records to produce, given the state `prepare` kept
+    /// and where the record came from (`origin.key` is usually the outputs' key).
     ///
     /// # Errors
     /// Usually [`PluginError::InvalidResponse`]: the record goes to the dead-letter topic.
-    fn complete(&self, record: &Record, response: &Response) -> Result<Vec<Output>, PluginError>;
+    fn complete(
+        &self,
+        origin: Origin,
+        state: Self::State,
+        response: &Response,
+    ) -> Result<Vec<Output>, PluginError>;
 }
 
 // The type is generated from the WIT, so the derive cannot be written on it.
@@ -205,13 +246,14 @@ macro_rules! export_plugin {
 
                 fn prepare(
                     records: ::std::vec::Vec<$crate::Record>,
-                ) -> ::std::vec::Vec<::std::result::Result<$crate::Decision, $crate::PluginError>>
-                {
+                ) -> ::std::vec::Vec<
+                    ::std::result::Result<$crate::export::Decision, $crate::PluginError>,
+                > {
                     $crate::export::prepare(&PLUGIN, records)
                 }
 
                 fn complete(
-                    completions: ::std::vec::Vec<$crate::Completion>,
+                    completions: ::std::vec::Vec<$crate::export::Completion>,
                 ) -> ::std::vec::Vec<
                     ::std::result::Result<::std::vec::Vec<$crate::Output>, $crate::PluginError>,
                 > {

@@ -6,10 +6,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Decision, Header, Output, PluginError, Record, Request, Tensor};
+use crate::{Header, Output, PluginError, Record, Request, Tensor};
 
 impl Record {
     /// Deserializes the record's value as JSON.
+    ///
+    /// For speed, deserialize into a `#[derive(Deserialize)]` struct of the fields you use,
+    /// borrowing strings (`&'a str`) where you can: fields you do not name are skipped without
+    /// being built, and numbers go straight into `f32` or `i64` fields. Floats are parsed with
+    /// serde_json's fast path, which yields the same `f32` as an exact parse (an `f64` may differ
+    /// in its last bit).
     ///
     /// # Errors
     /// An [`PluginError::InvalidRecord`] saying what is wrong: `record has no value`,
@@ -124,12 +130,6 @@ impl Request {
     }
 }
 
-impl From<Request> for Decision {
-    fn from(request: Request) -> Self {
-        Self::Infer(request)
-    }
-}
-
 fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
@@ -143,6 +143,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+    use crate::Decision;
 
     fn record(value: Option<&str>) -> Record {
         Record {
@@ -252,11 +253,11 @@ mod tests {
     #[test]
     fn request_builder() {
         let tensor = Tensor::f32("x", [1], [1.0]).expect("valid");
-        let decision: Decision = Request::new(vec![tensor])
+        let decision: Decision<()> = Request::new(vec![tensor])
             .with_signature("serving_default")
             .with_outputs(["p"])
             .into();
-        let Decision::Infer(request) = decision else {
+        let Decision::Infer(request, ()) = decision else {
             panic!("expected an inference request");
         };
         assert_eq!(request.signature.as_deref(), Some("serving_default"));

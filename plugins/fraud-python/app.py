@@ -2,8 +2,9 @@
 and errors as the Rust one in plugins/fraud (only JSON syntax errors are worded differently).
 
 A transaction is a JSON object with an integer `id` and numbers `Time`, `V1` ... `V28`, `Amount`;
-`prepare` asks for `fraud_probability` with one f32 [1, 30] `features` tensor, `complete` emits
-the verdict under the input key. Settings: `threshold` (default 0.5, in [0, 1]), `signature`.
+`prepare` asks for `fraud_probability` with one f32 [1, 30] `features` tensor and keeps the id as
+the call's state (8 bytes, little-endian), `complete` emits the verdict under the input key.
+Settings: `threshold` (default 0.5, in [0, 1]), `signature`.
 """
 
 import math
@@ -19,6 +20,8 @@ FEATURES = ["Time", *(f"V{i}" for i in range(1, 29)), "Amount"]
 INPUT, OUTPUT = "features", "fraud_probability"
 FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)", re.I | re.A)
 F32 = struct.Struct("<f")
+ID = struct.Struct("<q")  # the state a model call carries: the transaction's id
+SCHEMA = frozenset(["id", *FEATURES])
 KINDS = {list: "sequence", str: "string", int: "integer", float: "floating point", bool: "boolean", type(None): "null"}
 config = None  # (threshold as f32, signature) once configured
 
@@ -76,18 +79,20 @@ def feature(txn, name):
 
 def prepare(record):
     txn = transaction(record)
-    transaction_id(txn)
+    tx_id = transaction_id(txn)
     features = [feature(txn, name) for name in FEATURES]
+    # The Rust plugin reads the transaction into a struct, which refuses a repeated field.
+    repeated = next((key for key in txn.repeated if key in SCHEMA), None)
+    if repeated is not None:
+        raise invalid(f"value does not match the expected fields: duplicate field `{repeated}`")
     tensor = t.Tensor(INPUT, [1, len(FEATURES)], t.TensorData_F32(features))
-    return t.Decision_Infer(t.InferenceRequest([tensor], config[1], [OUTPUT]))
+    request = t.InferenceRequest([tensor], config[1], [OUTPUT])
+    return t.Decision_Infer(t.ModelCall(request, ID.pack(tx_id)))
 
 
 def complete(completion):
-    record, response = completion.record, completion.response
-    txn = transaction(record)
-    if "id" in txn.repeated:  # the Rust plugin reads `id` back into a struct, which refuses this
-        raise invalid("value does not match the expected fields: duplicate field `id`")
-    tx_id = transaction_id(txn)
+    origin, response = completion.origin, completion.response
+    (tx_id,) = ID.unpack(completion.state)
     found = [tensor for tensor in response.outputs if tensor.name == OUTPUT]
     if not found:
         names = ", ".join(tensor.name for tensor in response.outputs)
@@ -106,9 +111,9 @@ def complete(completion):
         "model_name": response.model.name,
         "model_version": response.model.version,
     }
-    headers = [("source-topic", record.topic), ("source-partition", record.partition), ("source-offset", record.offset)]
+    headers = [("source-topic", origin.topic), ("source-partition", origin.partition), ("source-offset", origin.offset)]
     headers = [t.Header(key, str(value).encode()) for key, value in headers]
-    return [t.OutputRecord(record.key, strict_json.dumps(verdict).encode(), headers, None)]
+    return [t.OutputRecord(origin.key, strict_json.dumps(verdict).encode(), headers, None)]
 
 
 def each(step, items):

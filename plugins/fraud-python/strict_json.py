@@ -17,9 +17,10 @@ BRACKETS = re.compile(r"[][{}]")
 
 
 class Object(dict):
-    """A JSON object, with the last value of a repeated key; `repeated` holds such keys."""
+    """A JSON object, with the last value of a repeated key; `repeated` holds such keys, in the
+    order they repeat."""
 
-    repeated = frozenset()
+    repeated = ()
 
 
 def loads(data):
@@ -46,7 +47,7 @@ def _object(pairs):
     value = Object(pairs)
     if len(value) < len(pairs):
         seen = set()
-        value.repeated = {key for key, _ in pairs if key in seen or seen.add(key)}
+        value.repeated = tuple(dict.fromkeys(key for key, _ in pairs if key in seen or seen.add(key)))
     return value
 
 

@@ -9,6 +9,8 @@
 //! ```
 //!
 //! - [`config`]: the TOML file and `key=value` overrides, read into typed [`config::Settings`].
+//! - [`contract`]: the data types of the plugin contract (records, tensors, requests), shared by
+//!   the pipeline, the model backends and the plugin host.
 //! - [`source`]: the Kafka consumer; offsets are stored only when the pipeline allows.
 //! - [`pipeline`]: batches records, runs them through the stages with every queue bounded, and
 //!   finishes each record once its outputs are acknowledged.
@@ -28,6 +30,7 @@
 //! model cannot handle goes to the dead-letter topic with the reason; nothing is dropped.
 
 pub mod config;
+pub mod contract;
 pub mod failure;
 pub mod inference;
 pub mod kafka;

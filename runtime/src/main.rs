@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The plugin: a WebAssembly component implementing streaminfer:plugin/plugin@0.1.0.
+    /// The plugin: a WebAssembly component implementing streaminfer:plugin/plugin@0.2.0.
     #[arg(long, value_name = "PLUGIN.wasm", required = true)]
     plugin: Option<PathBuf>,
     /// The configuration file (TOML).
@@ -199,7 +199,7 @@ fn load(
     })
 }
 
-fn read_input(path: &Path) -> Result<Vec<streaminfer::plugin::types::InputRecord>, ExitCode> {
+fn read_input(path: &Path) -> Result<Vec<streaminfer::contract::InputRecord>, ExitCode> {
     streaminfer::offline::read_records(path)
         .map_err(|e| fail(&format!("cannot read records from {}: {e}", path.display())))
 }

@@ -10,17 +10,19 @@
 //! An input file holds one record value per line (usually a JSON document); blank lines are
 //! skipped. Records are numbered by line (the `offset`), from topic `file:<name>`, partition 0.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::RunError;
 use crate::config::{PluginSettings, Settings};
+use crate::contract::{Decision, InputRecord, ModelCall, OutputRecord, Tensor, TensorData};
 use crate::failure::Failure;
 use crate::inference::Inference;
 use crate::pipeline::{Outcome, Stages, process};
-use crate::plugin::types::{Decision, InputRecord, OutputRecord, Tensor, TensorData};
 use crate::plugin::{PluginHost, PluginPool};
 
 /// Elements of a tensor shown by `check`; the rest is counted.
@@ -40,13 +42,14 @@ pub struct ReplaySummary {
 /// The I/O error, with the file named by the caller.
 pub fn read_records(path: &Path) -> std::io::Result<Vec<InputRecord>> {
     let file = std::fs::File::open(path)?;
-    let topic = format!(
+    let topic: std::sync::Arc<str> = format!(
         "file:{}",
         path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned()
         )
-    );
+    )
+    .into();
     let mut records = Vec::new();
     // Lines are bytes, not text: a record need not be UTF-8 (a poison record rarely is).
     for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
@@ -92,8 +95,9 @@ pub async fn check(
     let io = |e: std::io::Error| RunError::Startup(vec![format!("cannot write the report: {e}")]);
     writeln!(
         out,
-        "plugin {}: implements streaminfer:plugin/plugin@0.1.0",
-        settings.path.display()
+        "plugin {}: implements {}",
+        settings.path.display(),
+        crate::plugin::CONTRACT
     )
     .map_err(io)?;
     let keys: Vec<&str> = settings.settings.iter().map(|(k, _)| k.as_str()).collect();
@@ -127,7 +131,7 @@ pub async fn check(
             .map_err(|e| RunError::Startup(vec![e.to_string()]))?;
         for (record, decision) in records.iter().zip(decisions) {
             let line = match decision {
-                Ok(Decision::Infer(request)) => {
+                Ok(Decision::Infer(ModelCall { request, .. })) => {
                     let inputs: Vec<String> = request.inputs.iter().map(describe_tensor).collect();
                     let signature = request.signature.as_deref().unwrap_or("(default)");
                     format!(
@@ -265,41 +269,77 @@ pub async fn replay(
     Ok(summary)
 }
 
-/// Bytes as JSON: the parsed document when they hold one, else the text, else null.
-fn bytes_json(bytes: Option<&[u8]>) -> Value {
-    match bytes {
-        None => Value::Null,
-        Some(b) => serde_json::from_slice(b)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
+/// Bytes as they go into a JSON line: the document itself when they hold one, written verbatim
+/// (numbers print exactly as the plugin wrote them), else the text, else null.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Embedded {
+    Document(Box<RawValue>),
+    Text(String),
+    Null,
+}
+
+fn bytes_json(bytes: Option<&[u8]>) -> Embedded {
+    let Some(bytes) = bytes else {
+        return Embedded::Null;
+    };
+    let text = String::from_utf8_lossy(bytes);
+    match RawValue::from_string(text.trim().to_owned()) {
+        Ok(document) if std::str::from_utf8(bytes).is_ok() => Embedded::Document(document),
+        _ => Embedded::Text(text.into_owned()),
     }
 }
 
-fn output_line(input: &InputRecord, output: &OutputRecord) -> Value {
-    let headers: Map<String, Value> = output
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.key.clone(),
-                Value::String(String::from_utf8_lossy(&h.value).into_owned()),
-            )
-        })
-        .collect();
-    json!({
-        "line": input.offset,
-        "topic": output.topic,
-        "key": output.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
-        "value": bytes_json(output.value.as_deref()),
-        "headers": headers,
-    })
+/// One output record of a replay, as a JSON line.
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    line: i64,
+    topic: Option<&'a str>,
+    key: Option<String>,
+    value: Embedded,
+    headers: BTreeMap<&'a str, String>,
 }
 
-fn dead_letter_line(input: &InputRecord, failure: &Failure) -> Value {
-    json!({
-        "line": input.offset,
-        "reason": failure.reason,
-        "fault": failure.fault.as_str(),
-        "message": failure.message,
-        "value": bytes_json(input.value.as_deref()),
-    })
+/// One dead letter of a replay, as a JSON line.
+#[derive(Serialize)]
+struct DeadLetterLine<'a> {
+    line: i64,
+    reason: &'a str,
+    fault: &'a str,
+    message: &'a str,
+    value: Embedded,
+}
+
+fn output_line(input: &InputRecord, output: &OutputRecord) -> String {
+    let line = OutputLine {
+        line: input.offset,
+        topic: output.topic.as_deref(),
+        key: output
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: bytes_json(output.value.as_deref()),
+        headers: output
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.as_str(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+}
+
+fn dead_letter_line(input: &InputRecord, failure: &Failure) -> String {
+    let line = DeadLetterLine {
+        line: input.offset,
+        reason: failure.reason,
+        fault: failure.fault.as_str(),
+        message: &failure.message,
+        value: bytes_json(input.value.as_deref()),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
 }

@@ -23,11 +23,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::PipelineSettings;
+use crate::contract::{Completion, Decision, InputRecord, Origin, OutputRecord};
 use crate::failure::{Failure, Fault};
 use crate::inference::Inference;
 use crate::metrics::{Counters, Summary};
 use crate::offsets::OffsetTracker;
-use crate::plugin::types::{Completion, Decision, InputRecord, OutputRecord};
 use crate::plugin::{PluginError, PluginPool};
 use crate::sink::{PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
 use crate::source::Source;
@@ -59,7 +59,7 @@ pub(crate) struct Outcome {
 
 /// A record's place in its partition, to finish it once acknowledged.
 struct Position {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
 }
@@ -433,8 +433,8 @@ pub(crate) async fn process(
     let mut calls = Vec::new();
     for (i, decision) in decisions.into_iter().enumerate() {
         results.push(match decision {
-            Ok(Decision::Infer(request)) => {
-                calls.push((i, request));
+            Ok(Decision::Infer(call)) => {
+                calls.push((i, call));
                 None
             }
             Ok(Decision::Emit(outputs)) => Some(Ok(outputs)),
@@ -443,30 +443,32 @@ pub(crate) async fn process(
         });
     }
 
-    let requests: Vec<&_> = calls.iter().map(|(_, request)| request).collect();
+    let requests: Vec<&_> = calls.iter().map(|(_, call)| &call.request).collect();
     let (responses, made) = stages.inference.infer_all(&requests).await;
+    drop(requests);
     let failures = responses.iter().filter(|r| r.is_err()).count() as u64;
     stages.counters.model_calls(made as u64, failures);
 
-    let mut records: Vec<Option<InputRecord>> = records.into_iter().map(Some).collect();
+    // The plugin gets each record's state, key and position back with the response; the record
+    // itself stays here, for its dead letter should `complete` refuse it.
     let mut completions = Vec::with_capacity(calls.len());
     let mut completed_at = Vec::with_capacity(calls.len());
-    for ((i, _), response) in calls.into_iter().zip(responses) {
+    for ((i, call), response) in calls.into_iter().zip(responses) {
         match response {
             Ok(response) => {
-                let record = records[i]
-                    .take()
-                    .expect("each record is taken for at most one call");
-                completions.push(Completion { record, response });
+                completions.push(Completion {
+                    origin: Origin::of(&records[i]),
+                    state: call.state,
+                    response,
+                });
                 completed_at.push(i);
             }
             Err(error) => results[i] = Some(Err(error.failure())),
         }
     }
     if !completions.is_empty() {
-        let (completions, outputs) = plugin.complete(completions).await?;
-        for ((i, completion), output) in completed_at.into_iter().zip(completions).zip(outputs) {
-            records[i] = Some(completion.record);
+        let outputs = plugin.complete(completions).await?;
+        for (i, output) in completed_at.into_iter().zip(outputs) {
             results[i] = Some(output);
         }
     }
@@ -475,8 +477,14 @@ pub(crate) async fn process(
         .zip(results)
         .map(|(record, result)| Outcome {
             plugin_digest: plugin.digest().clone(),
-            record: record.expect("every record taken for a call was put back"),
-            result: result.expect("every record has a result"),
+            record,
+            result: result.unwrap_or_else(|| {
+                Err(Failure::new(
+                    "plugin-contract",
+                    Fault::Plugin,
+                    "the plugin returned no result for this record",
+                ))
+            }),
         })
         .collect())
 }

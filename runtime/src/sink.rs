@@ -2,6 +2,7 @@
 //! that resolves when the broker has acknowledged it. The pipeline counts a record as finished
 //! only once all of its acknowledgements are in.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -10,9 +11,9 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaSettings;
+use crate::contract::{Header, InputRecord, OutputRecord};
 use crate::failure::Failure;
 use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
-use crate::plugin::types::{Header, InputRecord, OutputRecord};
 
 /// The header naming the plugin (by content digest) that made an output or refused an input.
 pub const PLUGIN_DIGEST_HEADER: &str = "plugin-digest";
@@ -52,8 +53,9 @@ pub enum SinkError {
 #[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer<KafkaContext>,
-    output_topic: String,
-    dead_letter_topic: String,
+    /// Shared with every pending record, which names its topic should delivery fail.
+    output_topic: Arc<str>,
+    dead_letter_topic: Arc<str>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -73,7 +75,7 @@ impl MetadataClient for FutureProducer<KafkaContext> {
 
 /// A produced record awaiting its acknowledgement.
 pub struct Pending {
-    topic: String,
+    topic: Arc<str>,
     delivery: DeliveryFuture,
 }
 
@@ -94,11 +96,11 @@ impl Pending {
         match self.delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((source, _))) => Err(SinkError::Delivery {
-                topic: self.topic,
+                topic: self.topic.to_string(),
                 source,
             }),
             Err(_) => Err(SinkError::Delivery {
-                topic: self.topic,
+                topic: self.topic.to_string(),
                 source: KafkaError::Canceled,
             }),
         }
@@ -143,8 +145,8 @@ impl Sink {
         }
         Ok(Self {
             producer,
-            output_topic: settings.output_topic.clone(),
-            dead_letter_topic: settings.dead_letter_topic.clone(),
+            output_topic: settings.output_topic.as_str().into(),
+            dead_letter_topic: settings.dead_letter_topic.as_str().into(),
         })
     }
 
@@ -157,7 +159,11 @@ impl Sink {
         record: &OutputRecord,
         extra: &[(&str, &[u8])],
     ) -> Result<Pending, SinkError> {
-        let topic = record.topic.as_deref().unwrap_or(&self.output_topic);
+        let topic = match record.topic.as_deref() {
+            None => self.output_topic.clone(),
+            Some(named) if *named == *self.output_topic => self.output_topic.clone(),
+            Some(named) => Arc::from(named),
+        };
         self.enqueue(
             topic,
             record.key.as_deref(),
@@ -190,9 +196,8 @@ impl Sink {
             ("source-offset", offset.as_bytes()),
             (PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes()),
         ];
-        let topic = self.dead_letter_topic.clone();
         self.enqueue(
-            &topic,
+            self.dead_letter_topic.clone(),
             input.key.as_deref(),
             input.value.as_deref(),
             &input.headers,
@@ -203,7 +208,7 @@ impl Sink {
 
     async fn enqueue(
         &self,
-        topic: &str,
+        topic: Arc<str>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[Header],
@@ -222,7 +227,7 @@ impl Sink {
                 value: Some(*v),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(owned);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(owned);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -231,19 +236,14 @@ impl Sink {
         }
         loop {
             match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    return Ok(Pending {
-                        topic: topic.to_owned(),
-                        delivery,
-                    });
-                }
+                Ok(delivery) => return Ok(Pending { topic, delivery }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
                 }
                 Err((source, _)) => {
                     return Err(SinkError::Produce {
-                        topic: topic.to_owned(),
+                        topic: topic.to_string(),
                         source,
                     });
                 }
@@ -259,7 +259,7 @@ impl Sink {
         self.producer
             .flush(timeout)
             .map_err(|source| SinkError::Delivery {
-                topic: self.output_topic.clone(),
+                topic: self.output_topic.to_string(),
                 source,
             })
     }

@@ -2,6 +2,7 @@
 //! when the pipeline says every record below them is finished (`enable.auto.offset.store=false`;
 //! the stored offsets are committed in the background and once more at shutdown).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -10,8 +11,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Timestamp};
 
 use crate::config::KafkaSettings;
+use crate::contract::{Header, InputRecord};
 use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
-use crate::plugin::types::{Header, InputRecord};
 
 /// Why the source could not start or keep going.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub enum SourceError {
 pub struct Source {
     consumer: StreamConsumer<KafkaContext>,
     topic: String,
+    /// The topic's name as records carry it: shared, so that no record allocates it.
+    shared_topic: Arc<str>,
 }
 
 impl std::fmt::Debug for Source {
@@ -91,7 +94,11 @@ impl Source {
                 topic: topic.clone(),
                 source,
             })?;
-        Ok(Self { consumer, topic })
+        Ok(Self {
+            consumer,
+            shared_topic: Arc::from(topic.as_str()),
+            topic,
+        })
     }
 
     /// Waits for the next record. Transient consumer errors are logged and skipped: librdkafka
@@ -99,7 +106,7 @@ impl Source {
     pub async fn next(&self) -> InputRecord {
         loop {
             match self.consumer.recv().await {
-                Ok(message) => return to_record(&message),
+                Ok(message) => return to_record(&message, &self.shared_topic),
                 Err(error) => tracing::warn!(topic = %self.topic, %error, "consumer error"),
             }
         }
@@ -163,7 +170,7 @@ impl MetadataClient for StreamConsumer<KafkaContext> {
     }
 }
 
-fn to_record(message: &BorrowedMessage<'_>) -> InputRecord {
+fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> InputRecord {
     let headers = message
         .headers()
         .map(|hs| {
@@ -180,7 +187,11 @@ fn to_record(message: &BorrowedMessage<'_>) -> InputRecord {
         Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
     };
     InputRecord {
-        topic: message.topic().to_owned(),
+        topic: if message.topic() == &**topic {
+            topic.clone()
+        } else {
+            Arc::from(message.topic())
+        },
         partition: message.partition(),
         offset: message.offset(),
         timestamp,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use streaminfer::config::PluginSettings;
+use streaminfer::contract::{Decision, InputRecord};
 use streaminfer::failure::Failure;
-use streaminfer::plugin::types::{Decision, InputRecord};
 use streaminfer::plugin::{PluginHost, PluginPool};
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(200);

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streaminfer::config::PluginSettings;
-use streaminfer::plugin::types::{
-    Completion, Decision, Header, InferenceResponse, InputRecord, ModelInfo, Tensor, TensorData,
+use streaminfer::contract::{
+    Completion, Decision, Header, InferenceResponse, InputRecord, ModelCall, ModelInfo, Origin,
+    Tensor, TensorData,
 };
 use streaminfer::plugin::{LoadedPlugin, PluginError, PluginHost, PluginPool};
 
@@ -82,6 +83,31 @@ fn response(probability: f32) -> InferenceResponse {
     }
 }
 
+/// What the host hands `complete`: each record's origin and the state `prepare` kept, with a
+/// response.
+async fn completions(
+    pool: &PluginPool,
+    answers: Vec<(InputRecord, InferenceResponse)>,
+) -> Vec<Completion> {
+    let (records, responses): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
+    let (records, decisions) = pool.prepare(records).await.expect("plugin runs");
+    records
+        .iter()
+        .zip(decisions)
+        .zip(responses)
+        .map(|((record, decision), response)| {
+            let Ok(Decision::Infer(ModelCall { state, .. })) = decision else {
+                panic!("expected a model call, got {decision:?}");
+            };
+            Completion {
+                origin: Origin::of(record),
+                state,
+                response,
+            }
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn prepare_builds_the_feature_tensor_and_isolates_a_poison_record() {
     let pool = PluginPool::start(load(&[("threshold", "0.5")]).expect("loads"), 1).expect("starts");
@@ -95,12 +121,13 @@ async fn prepare_builds_the_feature_tensor_and_isolates_a_poison_record() {
     assert_eq!(decisions.len(), 3);
 
     for i in [0, 2] {
-        let Ok(Decision::Infer(request)) = &decisions[i] else {
+        let Ok(Decision::Infer(ModelCall { request, state })) = &decisions[i] else {
             panic!(
                 "record {i}: expected an inference request, got {:?}",
                 decisions[i]
             );
         };
+        assert!(state.len() <= 2, "the state is the id alone: {state:?}");
         assert_eq!(request.inputs.len(), 1);
         let features = &request.inputs[0];
         assert_eq!(features.name, "features");
@@ -122,26 +149,23 @@ async fn prepare_builds_the_feature_tensor_and_isolates_a_poison_record() {
 #[tokio::test]
 async fn complete_scores_against_the_configured_threshold() {
     let pool = PluginPool::start(load(&[("threshold", "0.8")]).expect("loads"), 1).expect("starts");
-    let completions = vec![
-        Completion {
-            record: record(5, transaction(41).as_bytes()),
-            response: response(0.81),
-        },
-        Completion {
-            record: record(6, transaction(42).as_bytes()),
-            response: response(0.79),
-        },
-    ];
-    let (completions, outputs) = pool.complete(completions).await.expect("plugin runs");
-    assert_eq!(completions.len(), 2);
+    let completions = completions(
+        &pool,
+        vec![
+            (record(5, transaction(41).as_bytes()), response(0.81)),
+            (record(6, transaction(42).as_bytes()), response(0.79)),
+        ],
+    )
+    .await;
+    let origins: Vec<Origin> = completions.iter().map(|c| c.origin.clone()).collect();
+    let outputs = pool.complete(completions).await.expect("plugin runs");
+    assert_eq!(outputs.len(), 2);
     let expected = [(41, true, 0.81f32), (42, false, 0.79f32)];
-    for ((id, flagged, p), (completion, output)) in
-        expected.iter().zip(completions.iter().zip(&outputs))
-    {
+    for ((id, flagged, p), (origin, output)) in expected.iter().zip(origins.iter().zip(&outputs)) {
         let outputs = output.as_ref().expect("scored");
         assert_eq!(outputs.len(), 1);
         let out = &outputs[0];
-        assert_eq!(out.key, completion.record.key, "keyed by the input key");
+        assert_eq!(out.key, origin.key, "keyed by the input key");
         assert_eq!(out.topic, None, "goes to the configured output topic");
         let value: serde_json::Value =
             serde_json::from_slice(out.value.as_deref().expect("has a value")).expect("JSON");
@@ -158,10 +182,7 @@ async fn complete_scores_against_the_configured_threshold() {
         };
         assert_eq!(header("source-topic").as_deref(), Some("transactions"));
         assert_eq!(header("source-partition").as_deref(), Some("2"));
-        assert_eq!(
-            header("source-offset"),
-            Some(completion.record.offset.to_string())
-        );
+        assert_eq!(header("source-offset"), Some(origin.offset.to_string()));
     }
     pool.shutdown();
 }
@@ -171,11 +192,9 @@ async fn a_response_without_the_expected_output_is_dead_lettered() {
     let pool = PluginPool::start(load(&[]).expect("loads"), 1).expect("starts");
     let mut bad = response(0.5);
     bad.outputs[0].name = "something_else".into();
-    let (_, outputs) = pool
-        .complete(vec![Completion {
-            record: record(1, transaction(1).as_bytes()),
-            response: bad,
-        }])
+    let answers = vec![(record(1, transaction(1).as_bytes()), bad)];
+    let outputs = pool
+        .complete(completions(&pool, answers).await)
         .await
         .expect("plugin runs");
     let failure = outputs[0].as_ref().expect_err("cannot score");
@@ -226,12 +245,32 @@ fn files_that_are_not_plugins_are_refused_with_their_path() {
     assert!(matches!(err, PluginError::Contract { .. }), "{err}");
     assert!(err.to_string().contains("streaminfer:plugin"), "{err}");
 
+    // A component built for contract 0.1: told to rebuild, not just that 0.2 is missing.
+    let older = dir.join("older.wasm");
+    let component = wat::parse_str(
+        r#"(component
+            (instance $handler)
+            (export "streaminfer:plugin/handler@0.1.0" (instance $handler)))"#,
+    )
+    .expect("valid component text");
+    std::fs::write(&older, component).expect("write");
+    let err = host
+        .load(&settings(older, &[]))
+        .expect_err("older contract");
+    assert!(matches!(err, PluginError::Contract { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("built for version 0.1.0 of the contract, this runtime speaks 0.2.0")
+            && message.contains("rebuild it against the current SDK"),
+        "{message}"
+    );
+
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn the_fraud_plugin_declares_what_it_sends_and_reads() {
-    use streaminfer::plugin::types::Dtype;
+    use streaminfer::contract::Dtype;
     let pool = PluginPool::start(load(&[]).expect("loads"), 1).expect("starts");
     let required = pool.requirements();
     assert_eq!(required.inputs.len(), 1);

@@ -8,9 +8,10 @@
 //! others), `(x - mean) / std` for a number. That file is embedded here, so it is the single
 //! source of truth for the encoding. It also holds the model's weights: each attribute's share of
 //! the logit (`w_i * x_i` summed over its columns) is exact, and the largest positive shares are
-//! the reason codes. `complete` emits, under the input key, the probability of a bad risk, the
-//! decision against `cutoff`, the reason codes and the model that answered, with `source-*`
-//! headers pointing back at the input record.
+//! the reason codes. `prepare` keeps what `complete` needs (the id, the logit the weights give,
+//! the reason codes) as the record's state, so an application is parsed once. `complete` emits,
+//! under the input key, the probability of a bad risk, the decision against `cutoff`, the reason
+//! codes and the model that answered, with `source-*` headers pointing back at the input record.
 //!
 //! Reason codes are only true for the model whose weights are embedded, so `complete` checks that
 //! the model's probability is the one those weights give, and refuses the response otherwise.
@@ -22,8 +23,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use streaminfer_sdk::{
-    Config, Decision, Dtype, ModelRequirements, Output, Plugin, PluginError, Record, Request,
-    Response, Tensor, export_plugin,
+    Config, Decision, Dtype, ModelRequirements, Origin, Output, Plugin, PluginError, Record,
+    Request, Response, Tensor, export_plugin,
 };
 
 /// The encoding and the model's weights, written by `models/credit/train.py`.
@@ -68,11 +69,30 @@ pub struct Credit {
 }
 
 /// An application, checked and encoded.
-struct Encoded<'a> {
+struct Encoded {
     id: i64,
     features: Vec<f32>,
-    /// Per attribute, in `features` order: name, input value, share of the logit.
-    shares: Vec<(&'a str, &'a Value, f64)>,
+    /// Per attribute, in `features` order: its index, the input value, its share of the logit.
+    shares: Vec<(usize, KeptValue, f64)>,
+}
+
+/// What `prepare` keeps of an application for `complete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    id: i64,
+    /// The logit the embedded weights give, to check the model's answer against.
+    logit: f64,
+    /// The reason codes, largest share first, at most `reasons` of them.
+    reasons: Vec<(usize, KeptValue, f64)>,
+}
+
+/// An input value as the reason codes report it: a category (by index) or the number given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KeptValue {
+    Category(usize),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
 }
 
 /// What `complete` produces for each application.
@@ -90,7 +110,7 @@ struct Verdict<'a> {
 #[derive(Debug, Serialize)]
 struct Reason<'a> {
     feature: &'a str,
-    value: &'a Value,
+    value: Value,
     contribution: f64,
 }
 
@@ -146,8 +166,22 @@ impl Attribute {
         }
     }
 
-    /// Appends this attribute's columns for `value`; returns its share of the logit.
-    fn encode(&self, value: &Value, columns: &mut Vec<f32>) -> Result<f64, String> {
+    /// The value a reason code shows for what `encode` kept.
+    fn shown(&self, kept: &KeptValue) -> Value {
+        match (self, kept) {
+            (Self::Categorical { categories, .. }, KeptValue::Category(i)) => categories
+                .get(*i)
+                .map_or(Value::Null, |c| Value::String(c.clone())),
+            (_, KeptValue::Unsigned(n)) => Value::from(*n),
+            (_, KeptValue::Signed(n)) => Value::from(*n),
+            (_, KeptValue::Float(x)) => Value::from(*x),
+            (Self::Numerical { .. }, KeptValue::Category(_)) => Value::Null,
+        }
+    }
+
+    /// Appends this attribute's columns for `value`; returns what to keep of the value and its
+    /// share of the logit.
+    fn encode(&self, value: &Value, columns: &mut Vec<f32>) -> Result<(KeptValue, f64), String> {
         match self {
             Self::Numerical {
                 mean, std, weight, ..
@@ -160,7 +194,12 @@ impl Attribute {
                     return Err(format!("is out of range: {value}"));
                 }
                 columns.push(x);
-                Ok(f64::from(*weight) * f64::from(x))
+                let kept = match (value.as_u64(), value.as_i64()) {
+                    (Some(n), _) => KeptValue::Unsigned(n),
+                    (None, Some(n)) => KeptValue::Signed(n),
+                    (None, None) => KeptValue::Float(number),
+                };
+                Ok((kept, f64::from(*weight) * f64::from(x)))
             }
             Self::Categorical {
                 categories,
@@ -182,7 +221,7 @@ impl Attribute {
                     ));
                 };
                 columns.extend((0..categories.len()).map(|i| if i == index { 1.0 } else { 0.0 }));
-                Ok(f64::from(weights[index]))
+                Ok((KeptValue::Category(index), f64::from(weights[index])))
             }
         }
     }
@@ -190,10 +229,7 @@ impl Attribute {
 
 impl Credit {
     /// Checks every field of `application` and encodes it; names every problem at once.
-    fn encode<'a>(
-        &'a self,
-        application: &'a Map<String, Value>,
-    ) -> Result<Encoded<'a>, PluginError> {
+    fn encode(&self, application: &Map<String, Value>) -> Result<Encoded, PluginError> {
         let mut problems = Vec::new();
         let id = match application.get(ID) {
             Some(value) => value.as_i64().or_else(|| {
@@ -207,15 +243,15 @@ impl Credit {
         };
         let mut features = Vec::with_capacity(self.spec.width());
         let mut shares = Vec::with_capacity(self.spec.attributes.len());
-        for attribute in &self.spec.attributes {
+        for (index, attribute) in self.spec.attributes.iter().enumerate() {
             let name = attribute.name();
             match application
                 .get(name)
-                .map(|v| (v, attribute.encode(v, &mut features)))
+                .map(|v| attribute.encode(v, &mut features))
             {
                 None => problems.push(format!("field `{name}` is missing")),
-                Some((_, Err(problem))) => problems.push(format!("field `{name}` {problem}")),
-                Some((value, Ok(share))) => shares.push((name, value, share)),
+                Some(Err(problem)) => problems.push(format!("field `{name}` {problem}")),
+                Some(Ok((kept, share))) => shares.push((index, kept, share)),
             }
         }
         match id {
@@ -230,6 +266,9 @@ impl Credit {
 }
 
 impl Plugin for Credit {
+    /// The id, the logit and the reason codes: `complete` needs nothing else of the record.
+    type State = Kept;
+
     fn configure(config: &Config) -> Result<Self, String> {
         let spec = Spec::parse(SPEC)?;
         let cutoff = config.parse_or("cutoff", 0.5_f64)?;
@@ -261,20 +300,35 @@ impl Plugin for Credit {
             .output(OUTPUT)
     }
 
-    fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {
+    fn prepare(&self, record: &Record) -> Result<Decision<Kept>, PluginError> {
         let application: Map<String, Value> = record.json()?;
-        let Encoded { features, .. } = self.encode(&application)?;
+        let Encoded {
+            id,
+            features,
+            shares,
+        } = self.encode(&application)?;
+        let logit = self.spec.bias + shares.iter().map(|(_, _, share)| share).sum::<f64>();
+        let mut reasons: Vec<_> = shares
+            .into_iter()
+            .filter(|(_, _, share)| *share > 0.0)
+            .collect();
+        // Stable: equal shares keep attribute order.
+        reasons.sort_by(|a, b| b.2.total_cmp(&a.2));
+        reasons.truncate(self.reasons);
         let request = Request {
             inputs: vec![Tensor::f32(INPUT, [1, features.len() as i64], features)?],
             signature: self.signature.clone(),
             output_filter: vec![OUTPUT.to_owned()],
         };
-        Ok(request.into())
+        Ok(Decision::Infer(request, Kept { id, logit, reasons }))
     }
 
-    fn complete(&self, record: &Record, response: &Response) -> Result<Vec<Output>, PluginError> {
-        let application: Map<String, Value> = record.json()?;
-        let encoded = self.encode(&application)?;
+    fn complete(
+        &self,
+        origin: Origin,
+        kept: Kept,
+        response: &Response,
+    ) -> Result<Vec<Output>, PluginError> {
         let probability = match response.output(OUTPUT)?.as_f32()? {
             [p] if p.is_finite() => *p,
             values => {
@@ -283,13 +337,7 @@ impl Plugin for Credit {
                 )));
             }
         };
-        let logit = self.spec.bias
-            + encoded
-                .shares
-                .iter()
-                .map(|(_, _, share)| share)
-                .sum::<f64>();
-        let expected = 1.0 / (1.0 + (-logit).exp());
+        let expected = 1.0 / (1.0 + (-kept.logit).exp());
         if (expected - f64::from(probability)).abs() > MODEL_TOLERANCE {
             return Err(PluginError::InvalidResponse(format!(
                 "model `{}` answered {OUTPUT} = {probability}, the weights in this plugin's \
@@ -297,19 +345,22 @@ impl Plugin for Credit {
                 response.model_name()
             )));
         }
-        let mut reasons: Vec<Reason> = (encoded.shares.iter())
-            .filter(|(_, _, share)| *share > 0.0)
-            .map(|&(feature, value, contribution)| Reason {
-                feature,
-                value,
-                contribution,
+        let reasons = kept
+            .reasons
+            .iter()
+            .map(|(index, value, contribution)| {
+                let attribute = self.spec.attributes.get(*index).ok_or_else(|| {
+                    PluginError::Failed(format!("kept attribute index {index} is out of range"))
+                })?;
+                Ok(Reason {
+                    feature: attribute.name(),
+                    value: attribute.shown(value),
+                    contribution: *contribution,
+                })
             })
-            .collect();
-        // Stable: equal shares keep attribute order.
-        reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-        reasons.truncate(self.reasons);
+            .collect::<Result<Vec<_>, PluginError>>()?;
         let verdict = Verdict {
-            application_id: encoded.id,
+            application_id: kept.id,
             bad_probability: f64::from(probability),
             // Compared at the model's precision, so that a cutoff of 0.7 declines a score of 0.7f32.
             decision: if probability >= self.cutoff as f32 {
@@ -321,10 +372,10 @@ impl Plugin for Credit {
             model_name: response.model_name(),
             model_version: response.model_version(),
         };
-        let output = Output::json(record.key.clone(), &verdict)?
-            .with_header("source-topic", record.topic.as_str())
-            .with_header("source-partition", record.partition.to_string())
-            .with_header("source-offset", record.offset.to_string());
+        let output = Output::json(origin.key, &verdict)?
+            .with_header("source-topic", origin.topic)
+            .with_header("source-partition", origin.partition.to_string())
+            .with_header("source-offset", origin.offset.to_string());
         Ok(vec![output])
     }
 }

@@ -73,14 +73,14 @@ fn response(p: f32) -> Response {
     }
 }
 
-fn invalid_record(message: &str) -> Result<Decision, PluginError> {
+fn invalid_record(message: &str) -> Result<Decision<Kept>, PluginError> {
     Err(PluginError::InvalidRecord(message.to_owned()))
 }
 
 /// The features the plugin sends for `app`.
 fn features(plugin: &Credit, app: &Value) -> Vec<f32> {
     match plugin.prepare(&record(app)) {
-        Ok(Decision::Infer(request)) => match &request.inputs[0].data {
+        Ok(Decision::Infer(request, _)) => match &request.inputs[0].data {
             TensorData::F32(values) => values.clone(),
             other => panic!("expected f32 features, got {other:?}"),
         },
@@ -105,10 +105,28 @@ fn model_probability(plugin: &Credit, app: &Value) -> f32 {
     (1.0 / (1.0 + (-logit).exp())) as f32
 }
 
+/// `prepare` then `complete`, as the host runs them: the state `prepare` kept goes to
+/// `complete` with the record's origin.
+fn complete_record(
+    plugin: &Credit,
+    record: &Record,
+    response: &Response,
+) -> Result<Vec<Output>, PluginError> {
+    let Ok(Decision::Infer(_, kept)) = plugin.prepare(record) else {
+        panic!("expected an inference request");
+    };
+    let origin = Origin {
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp: record.timestamp,
+        key: record.key.clone(),
+    };
+    plugin.complete(origin, kept, response)
+}
+
 fn verdict(plugin: &Credit, app: &Value, p: f32) -> Value {
-    let outputs = plugin
-        .complete(&record(app), &response(p))
-        .expect("valid response");
+    let outputs = complete_record(plugin, &record(app), &response(p)).expect("valid response");
     serde_json::from_slice(outputs[0].value.as_deref().unwrap_or_default()).expect("JSON value")
 }
 
@@ -179,7 +197,7 @@ fn bad_settings_are_refused_with_key_and_value() {
 #[test]
 fn application_is_encoded_as_features_json_says() {
     let plugin = credit(&[("signature", "scores")]);
-    let Ok(Decision::Infer(request)) = plugin.prepare(&record(&application())) else {
+    let Ok(Decision::Infer(request, _)) = plugin.prepare(&record(&application())) else {
         panic!("expected an inference request");
     };
     assert_eq!(request.signature.as_deref(), Some("scores"));
@@ -268,9 +286,8 @@ fn missing_and_mistyped_fields_are_all_named() {
 fn verdict_carries_score_decision_reasons_key_and_source_headers() {
     let plugin = credit(&[]);
     let p = model_probability(&plugin, &application());
-    let outputs = plugin
-        .complete(&record(&application()), &response(p))
-        .expect("valid response");
+    let outputs =
+        complete_record(&plugin, &record(&application()), &response(p)).expect("valid response");
     let [output] = outputs.as_slice() else {
         panic!("expected one output record")
     };
@@ -391,7 +408,7 @@ fn reasons_are_the_largest_positive_shares_per_attribute() {
 fn responses_that_do_not_fit_are_invalid() {
     let plugin = credit(&[]);
     let input = record(&application());
-    let complete = |response: Response| plugin.complete(&input, &response).map(|_| ());
+    let complete = |response: Response| complete_record(&plugin, &input, &response).map(|_| ());
     let invalid = |message: &str| Err(PluginError::InvalidResponse(message.to_owned()));
 
     let mut other = response(0.5);

@@ -53,7 +53,17 @@ fn score(p: f32) -> Response {
     response(vec![tensor], Some("2"))
 }
 
-fn invalid_record(message: &str) -> Result<Decision, PluginError> {
+fn origin() -> Origin {
+    Origin {
+        topic: "transactions".to_owned(),
+        partition: 3,
+        offset: 1234,
+        timestamp: Some(1_700_000_000_000),
+        key: Some(b"card-7".to_vec()),
+    }
+}
+
+fn invalid_record(message: &str) -> Result<Decision<i64>, PluginError> {
     Err(PluginError::InvalidRecord(message.to_owned()))
 }
 
@@ -99,9 +109,10 @@ fn bad_threshold_is_refused_with_key_and_value() {
 fn features_tensor_is_laid_out_in_model_order() {
     let plugin = fraud(&[("signature", "scores")]);
     let decision = plugin.prepare(&json_record(&transaction()));
-    let Ok(Decision::Infer(request)) = decision else {
+    let Ok(Decision::Infer(request, id)) = decision else {
         panic!("expected an inference request, got {decision:?}");
     };
+    assert_eq!(id, 42, "the id is kept for complete");
     assert_eq!(request.signature.as_deref(), Some("scores"));
     assert_eq!(request.output_filter, [OUTPUT]);
     let [tensor] = request.inputs.as_slice() else {
@@ -116,7 +127,7 @@ fn features_tensor_is_laid_out_in_model_order() {
 #[test]
 fn default_signature_is_left_to_the_backend() {
     let decision = fraud(&[]).prepare(&json_record(&transaction()));
-    assert!(matches!(decision, Ok(Decision::Infer(request)) if request.signature.is_none()));
+    assert!(matches!(decision, Ok(Decision::Infer(request, _)) if request.signature.is_none()));
 }
 
 #[test]
@@ -164,13 +175,45 @@ fn bad_records_are_invalid_and_name_the_problem() {
         plugin.prepare(&json_record(&txn)),
         invalid_record("field `V1` must be a number within f32 range, found 1e+300")
     );
+
+    // A transaction is an object: serde would read a struct from an array of the right length.
+    let mut row = vec![json!(42)];
+    row.extend((0..30).map(|i| json!(i)));
+    assert_eq!(
+        plugin.prepare(&json_record(&Value::Array(row))),
+        invalid_record(
+            "value does not match the expected fields: invalid type: sequence, expected a map at line 1 column 0"
+        )
+    );
+
+    // Each field alone is fine, but one is given twice: the typed parse says so.
+    let text = transaction()
+        .to_string()
+        .replacen('{', r#"{"V3": 1.0, "#, 1);
+    let refused = plugin.prepare(&record(Some(text.into_bytes())));
+    assert!(
+        matches!(&refused, Err(PluginError::InvalidRecord(m))
+            if m.starts_with("value does not match the expected fields: duplicate field `V3` at line 1")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn fields_beyond_the_schema_are_ignored_and_integers_are_numbers() {
+    let mut txn = transaction();
+    txn["merchant"] = json!({"name": "acme", "tags": [1, 2]});
+    txn["Amount"] = json!(12);
+    let decision = fraud(&[]).prepare(&json_record(&txn));
+    let Ok(Decision::Infer(request, 42)) = decision else {
+        panic!("expected an inference request for id 42, got {decision:?}");
+    };
+    assert_eq!(request.inputs[0].as_f32().map(|f| f[29]), Ok(12.0));
 }
 
 #[test]
 fn verdict_carries_score_model_key_and_source_headers() {
-    let input = json_record(&transaction());
     let outputs = fraud(&[])
-        .complete(&input, &score(0.75))
+        .complete(origin(), 42, &score(0.75))
         .expect("valid response");
     let [output] = outputs.as_slice() else {
         panic!("expected one output record");
@@ -199,7 +242,7 @@ fn verdict_carries_score_model_key_and_source_headers() {
 fn unversioned_model_and_rank_one_output() {
     let tensor = Tensor::f32(OUTPUT, [1], [0.25]).expect("valid tensor");
     let outputs = fraud(&[])
-        .complete(&json_record(&transaction()), &response(vec![tensor], None))
+        .complete(origin(), 42, &response(vec![tensor], None))
         .expect("valid response");
     let value: Value = serde_json::from_slice(outputs[0].value.as_deref().unwrap_or_default())
         .expect("JSON value");
@@ -212,7 +255,7 @@ fn unversioned_model_and_rank_one_output() {
 fn threshold_boundary_is_inclusive_at_model_precision() {
     let is_fraud = |threshold: &str, p: f32| {
         let outputs = fraud(&[("threshold", threshold)])
-            .complete(&json_record(&transaction()), &score(p))
+            .complete(origin(), 42, &score(p))
             .expect("valid response");
         let value: Value = serde_json::from_slice(outputs[0].value.as_deref().unwrap_or_default())
             .expect("JSON value");
@@ -230,8 +273,7 @@ fn threshold_boundary_is_inclusive_at_model_precision() {
 #[test]
 fn unexpected_responses_are_invalid() {
     let plugin = fraud(&[]);
-    let input = json_record(&transaction());
-    let complete = |response: Response| plugin.complete(&input, &response).map(|_| ());
+    let complete = |response: Response| plugin.complete(origin(), 42, &response).map(|_| ());
 
     let other = Tensor::f32("logits", [1, 1], [0.1]).expect("valid tensor");
     assert_eq!(

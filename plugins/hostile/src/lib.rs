@@ -15,13 +15,13 @@
 
 use std::hint::black_box;
 
-use streaminfer_sdk::{Config, Decision, Output, Plugin, PluginError, Record, Response};
+use streaminfer_sdk::{Config, Decision, Origin, Output, Plugin, PluginError, Record, Response};
 
 /// The misbehaving plugin; it has no settings.
 #[derive(Debug)]
 pub struct Hostile;
 
-fn emit(value: impl Into<Vec<u8>>) -> Decision {
+fn emit(value: impl Into<Vec<u8>>) -> Decision<()> {
     Decision::Emit(vec![Output {
         key: None,
         value: Some(value.into()),
@@ -37,11 +37,13 @@ fn recurse(depth: u64) -> u64 {
 }
 
 impl Plugin for Hostile {
+    type State = ();
+
     fn configure(_config: &Config) -> Result<Self, String> {
         Ok(Self)
     }
 
-    fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {
+    fn prepare(&self, record: &Record) -> Result<Decision<()>, PluginError> {
         let command = record.value.as_deref().unwrap_or_default();
         match command {
             b"ok" => Ok(emit("ok")),
@@ -79,7 +81,7 @@ impl Plugin for Hostile {
         }
     }
 
-    fn complete(&self, _record: &Record, _response: &Response) -> Result<Vec<Output>, PluginError> {
+    fn complete(&self, _: Origin, (): (), _: &Response) -> Result<Vec<Output>, PluginError> {
         Err(PluginError::Failed(
             "the hostile plugin never asks the model".into(),
         ))

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 use streaminfer_sdk::{
-    Config, Decision, Dtype, ModelRequirements, Output, Plugin, PluginError, Record, Request,
-    Response, Tensor, export_plugin,
+    Config, Decision, Dtype, ModelRequirements, Origin, Output, Plugin, PluginError, Record,
+    Request, Response, Tensor, export_plugin,
 };
 
 const INPUT: &str = "input";
@@ -20,20 +20,24 @@ pub struct Template {
     features: usize,
 }
 
+/// An input record's value. `&str` borrows from the record: nothing is copied to read it.
 #[derive(Deserialize)]
-struct Event {
-    id: String,
+struct Event<'a> {
+    id: &'a str,
     features: Vec<f32>,
 }
 
 #[derive(Serialize)]
-struct Scored<'a> {
-    id: &'a str,
+struct Scored {
+    id: String,
     score: f32,
     flagged: bool,
 }
 
 impl Plugin for Template {
+    /// What `complete` needs of the record: the event's id.
+    type State = String;
+
     fn configure(config: &Config) -> Result<Self, String> {
         Ok(Self {
             threshold: config.parse_or("threshold", 0.5)?,
@@ -47,8 +51,8 @@ impl Plugin for Template {
             .output(OUTPUT)
     }
 
-    fn prepare(&self, record: &Record) -> Result<Decision, PluginError> {
-        let event: Event = record.json()?;
+    fn prepare(&self, record: &Record) -> Result<Decision<String>, PluginError> {
+        let event: Event<'_> = record.json()?;
         if event.features.len() != self.features {
             return Err(PluginError::InvalidRecord(format!(
                 "`features` has {} values, the model takes {}",
@@ -57,11 +61,16 @@ impl Plugin for Template {
             )));
         }
         let input = Tensor::f32(INPUT, [1, self.features as i64], event.features)?;
-        Ok(Request::new(vec![input]).with_outputs([OUTPUT]).into())
+        let request = Request::new(vec![input]).with_outputs([OUTPUT]);
+        Ok(Decision::Infer(request, event.id.to_owned()))
     }
 
-    fn complete(&self, record: &Record, response: &Response) -> Result<Vec<Output>, PluginError> {
-        let event: Event = record.json()?;
+    fn complete(
+        &self,
+        origin: Origin,
+        id: String,
+        response: &Response,
+    ) -> Result<Vec<Output>, PluginError> {
         let score = match response.output(OUTPUT)?.as_f32()? {
             [score] => *score,
             other => {
@@ -71,11 +80,11 @@ impl Plugin for Template {
             }
         };
         let scored = Scored {
-            id: &event.id,
+            id,
             score,
             flagged: score >= self.threshold,
         };
-        Ok(vec![Output::json(record.key.clone(), &scored)?])
+        Ok(vec![Output::json(origin.key, &scored)?])
     }
 }
 
@@ -107,9 +116,10 @@ mod tests {
         let decision = plugin()
             .prepare(&record(r#"{"id": "a", "features": [1, 2, 3, 4]}"#))
             .expect("valid");
-        let Decision::Infer(request) = decision else {
+        let Decision::Infer(request, id) = decision else {
             panic!("expected a model call")
         };
+        assert_eq!(id, "a");
         assert_eq!(request.inputs[0].shape, [1, 4]);
         assert_eq!(
             request.inputs[0].data,
@@ -134,15 +144,20 @@ mod tests {
             },
             outputs: vec![Tensor::f32(OUTPUT, [1, 1], vec![0.7]).expect("valid tensor")],
         };
+        let origin = Origin {
+            topic: "events".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: None,
+            key: Some(b"k".to_vec()),
+        };
         let outputs = plugin()
-            .complete(
-                &record(r#"{"id": "a", "features": [1, 2, 3, 4]}"#),
-                &response,
-            )
+            .complete(origin, "a".to_owned(), &response)
             .expect("scored");
         let value: serde_json::Value =
             serde_json::from_slice(outputs[0].value.as_deref().expect("value")).expect("JSON");
         assert_eq!(value["flagged"], true);
+        assert_eq!(value["id"], "a");
         assert_eq!(outputs[0].key.as_deref(), Some(&b"k"[..]));
     }
 }

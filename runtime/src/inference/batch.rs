@@ -4,7 +4,8 @@
 //! cannot stack with any other (a scalar input, inputs of unequal leading sizes, a different
 //! signature) goes alone.
 
-use crate::plugin::types::{InferenceRequest, InferenceResponse, Tensor, TensorData};
+use super::tensor::data_len;
+use crate::contract::{InferenceRequest, InferenceResponse, Tensor, TensorData};
 
 /// Applies `$body` to the element vector of any `TensorData` case, rebuilding the same case.
 macro_rules! map_data {
@@ -113,7 +114,27 @@ pub(crate) fn plan(requests: &[&InferenceRequest], max_rows: usize) -> Vec<Vec<u
 /// One request holding the inputs of `group`, stacked along dimension 0.
 pub(crate) fn stack(requests: &[&InferenceRequest], group: &[usize]) -> InferenceRequest {
     let first = requests[group[0]];
-    let mut inputs = first.inputs.clone();
+    // Each stacked tensor is allocated once, at its final size.
+    let mut inputs: Vec<Tensor> = first
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(n, t)| {
+            let total = group
+                .iter()
+                .map(|&i| requests[i].inputs.get(n).map_or(0, |t| data_len(&t.data)))
+                .sum();
+            Tensor {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                data: map_data!(&t.data, |v| {
+                    let mut all = Vec::with_capacity(total);
+                    all.extend_from_slice(v);
+                    all
+                }),
+            }
+        })
+        .collect();
     for &i in &group[1..] {
         for (acc, t) in inputs.iter_mut().zip(&requests[i].inputs) {
             // The plan only groups requests whose inputs agree in name, type and inner shape.
@@ -190,7 +211,7 @@ pub(crate) fn rows_of(requests: &[&InferenceRequest], group: &[usize]) -> Vec<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::types::ModelInfo;
+    use crate::contract::ModelInfo;
 
     fn request(values: &[f32]) -> InferenceRequest {
         InferenceRequest {

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::plugin::types::{Dtype, ModelRequirements};
+use crate::contract::{Dtype, ModelRequirements};
 
 /// One input or output of a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn mismatches(required: &ModelRequirements, model: &ModelDescription) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::types::TensorSpec;
+    use crate::contract::TensorSpec;
 
     fn tensor(name: &str, dtype: Dtype, shape: &[i64]) -> ModelTensor {
         ModelTensor {

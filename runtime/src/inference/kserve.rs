@@ -19,9 +19,7 @@ use super::channels::Channels;
 use super::describe::{ModelDescription, ModelTensor};
 use super::tensor::{TensorError, data_len, from_le, le};
 use crate::config::{ModelSettings, TensorEncoding};
-use crate::plugin::types::{
-    Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData,
-};
+use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};
 
 /// A client of one model on a KServe v2 server.
 #[derive(Debug)]

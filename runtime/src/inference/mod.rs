@@ -30,8 +30,8 @@ use std::time::Duration;
 use tonic::{Code, Status};
 
 use crate::config::{Backend as BackendSettings, ModelSettings};
+use crate::contract::{InferenceRequest, InferenceResponse};
 use crate::failure::{Failure, Fault};
-use crate::plugin::types::{InferenceRequest, InferenceResponse};
 pub use breaker::Breaker;
 pub(crate) use describe::dtype_name;
 pub use describe::{ModelDescription, ModelTensor, mismatches};

@@ -15,9 +15,7 @@ use tract_onnx::prelude::{
 
 use super::InferenceError;
 use super::describe::{ModelDescription, ModelTensor};
-use crate::plugin::types::{
-    Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData,
-};
+use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};
 
 /// A loaded, optimised ONNX model.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 use streaminfer_proto::tensorflow::tensor_shape_proto::Dim;
 use streaminfer_proto::tensorflow::{DataType, TensorProto, TensorShapeProto};
 
-use crate::plugin::types::{Tensor, TensorData};
+use crate::contract::{Tensor, TensorData};
 
 /// Why a tensor could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

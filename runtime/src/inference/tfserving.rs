@@ -14,7 +14,7 @@ use super::channels::Channels;
 use super::describe::{ModelDescription, ModelTensor};
 use super::tensor::{TensorError, from_proto, to_proto};
 use crate::config::ModelSettings;
-use crate::plugin::types::{Dtype, InferenceRequest, InferenceResponse, ModelInfo};
+use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo};
 
 /// Clients of one model on one server, over `connections` HTTP/2 connections used in turn.
 #[derive(Debug)]

@@ -11,10 +11,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
-use super::types::{
-    Completion, Decision, GuestError, InputRecord, ModelRequirements, OutputRecord,
-};
 use super::{LoadedPlugin, PluginError, StoreState};
+use crate::contract::{
+    Completion, Decision, InputRecord, ModelRequirements, OutputRecord, PluginError as GuestError,
+};
 use crate::failure::{Failure, Fault};
 
 /// Caps the linear memory of one instance and remembers whether the cap was hit, so that the

@@ -14,26 +14,24 @@
 mod bindings;
 mod instance;
 mod pool;
+pub mod types;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginSettings;
 pub use pool::{Completed, PluginPool, Prepared};
 
-/// The data types of the contract, as the host sees them.
-pub mod types {
-    pub use super::bindings::streaminfer::plugin::types::{
-        Completion, Decision, Dtype, Header, InferenceRequest, InferenceResponse, InputRecord,
-        ModelInfo, ModelRequirements, OutputRecord, PluginError as GuestError, Tensor, TensorData,
-        TensorSpec,
-    };
-}
+/// The contract's version this host speaks: the `@` suffix of its WIT package.
+pub const CONTRACT: &str = "streaminfer:plugin/plugin@0.2.0";
+
+/// Set (to anything but empty) to have `perf` show plugin functions by name.
+pub const PERF_MAP_ENV: &str = "STREAMINFER_PERF_MAP";
 
 /// How often the epoch advances; the resolution of the per-call wall-clock limit.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -51,9 +49,7 @@ pub enum PluginError {
     },
     #[error("plugin {path} is not a valid WebAssembly component: {message}")]
     Compile { path: PathBuf, message: String },
-    #[error(
-        "plugin {path} does not implement the plugin contract (world streaminfer:plugin/plugin@0.1.0): {message}"
-    )]
+    #[error("plugin {path} does not implement the plugin contract (world {CONTRACT}): {message}")]
     Contract { path: PathBuf, message: String },
     #[error("plugin {path} failed to instantiate: {message}")]
     Instantiate { path: PathBuf, message: String },
@@ -84,6 +80,10 @@ impl PluginHost {
     pub fn new() -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        if std::env::var_os(PERF_MAP_ENV).is_some_and(|v| !v.is_empty()) {
+            // Names plugin functions for `perf` (/tmp/perf-<pid>.map) instead of `[JIT]`.
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -131,6 +131,9 @@ impl PluginHost {
             path: path.clone(),
             message: format!("{e:#}"),
         })?;
+        if let Some(message) = older_contract(&component, &self.engine) {
+            return Err(PluginError::Contract { path, message });
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -169,6 +172,23 @@ fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
         (Some(MAGIC), _) => None,
         _ => Some("it is not WebAssembly (the file does not start with the \\0asm header)"),
     }
+}
+
+/// Says so when the component exports the handler of another version of the contract: wasmtime
+/// would only report that the current one is missing.
+fn older_contract(component: &Component, engine: &Engine) -> Option<String> {
+    const HANDLER: &str = "streaminfer:plugin/handler@";
+    let current = &CONTRACT[CONTRACT.rfind('@')? + 1..];
+    let ty = component.component_type();
+    let found = ty
+        .exports(engine)
+        .find_map(|(name, _)| name.strip_prefix(HANDLER).map(str::to_owned))?;
+    (found != current).then(|| {
+        format!(
+            "it was built for version {found} of the contract, this runtime speaks {current}: \
+             rebuild it against the current SDK (see docs/plugins.md for what changed)"
+        )
+    })
 }
 
 /// `sha256:<hex>` of a component's bytes.
@@ -236,6 +256,8 @@ impl WasiView for StoreState {
         }
     }
 }
+
+impl types::Host for StoreState {}
 
 impl bindings::streaminfer::plugin::log::Host for StoreState {
     fn log(&mut self, level: bindings::streaminfer::plugin::log::Level, message: String) {

@@ -8,14 +8,14 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::instance::Instance;
-use super::types::{Completion, Decision, InputRecord, ModelRequirements, OutputRecord};
 use super::{LoadedPlugin, PluginError};
+use crate::contract::{Completion, Decision, InputRecord, ModelRequirements, OutputRecord};
 use crate::failure::Failure;
 
 /// Records back from `prepare`, with one decision (or failure) per record, in order.
 pub type Prepared = (Vec<InputRecord>, Vec<Result<Decision, Failure>>);
-/// Completions back from `complete`, with one result per completion, in order.
-pub type Completed = (Vec<Completion>, Vec<Result<Vec<OutputRecord>, Failure>>);
+/// One result per completion, in order.
+pub type Completed = Vec<Result<Vec<OutputRecord>, Failure>>;
 
 enum Job {
     Prepare(
@@ -148,7 +148,7 @@ fn work(mut instance: Instance, queue: &Mutex<mpsc::Receiver<Job>>) {
                 healthy
             }
             Job::Complete(completions, reply) => {
-                let result = instance.complete(&completions).map(|r| (completions, r));
+                let result = instance.complete(&completions);
                 let healthy = result.is_ok();
                 let _ = reply.send(result);
                 healthy

@@ -1,0 +1,235 @@
+//! The data types of the plugin contract (`wit/plugin.wit`, package `streaminfer:plugin`), in a
+//! module of their own: the pipeline, the model backends and the plugin host all speak them, and
+//! none of them has to import another to do so. The WebAssembly host maps the WIT interface
+//! `types` onto these definitions (bindgen's `with:`), so a value crosses into a plugin straight
+//! from here, with no conversion copy.
+//!
+//! Invariant: each type has the WIT type's shape, field for field and case for case, in the same
+//! order (the derives below check names and types when a plugin is loaded). Where the Rust type
+//! differs from what bindgen would write, it is to share instead of copy: a record's topic is an
+//! `Arc<str>` shared by every record of its partition.
+
+use std::sync::Arc;
+
+use wasmtime::component::{ComponentType, Lift, Lower};
+
+/// A Kafka header. Values are raw bytes, as on the wire.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct Header {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// One consumed record, as read from the broker.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct InputRecord {
+    /// Shared by the records of a partition: one allocation per assignment, not per record.
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch, when the broker reported one.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
+/// The elements of a tensor, in row-major order. The case names the element type.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(variant)]
+pub enum TensorData {
+    #[component(name = "f32")]
+    F32(Vec<f32>),
+    #[component(name = "f64")]
+    F64(Vec<f64>),
+    #[component(name = "s8")]
+    S8(Vec<i8>),
+    #[component(name = "s16")]
+    S16(Vec<i16>),
+    #[component(name = "s32")]
+    S32(Vec<i32>),
+    #[component(name = "s64")]
+    S64(Vec<i64>),
+    #[component(name = "u8")]
+    U8(Vec<u8>),
+    #[component(name = "u16")]
+    U16(Vec<u16>),
+    #[component(name = "u32")]
+    U32(Vec<u32>),
+    #[component(name = "u64")]
+    U64(Vec<u64>),
+    #[component(name = "boolean")]
+    Boolean(Vec<bool>),
+    /// Byte strings (TensorFlow's DT_STRING, KServe's BYTES).
+    #[component(name = "bytes")]
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// An element type, as the cases of [`TensorData`] name them.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
+#[component(enum)]
+#[repr(u8)]
+pub enum Dtype {
+    #[component(name = "f32")]
+    F32,
+    #[component(name = "f64")]
+    F64,
+    #[component(name = "s8")]
+    S8,
+    #[component(name = "s16")]
+    S16,
+    #[component(name = "s32")]
+    S32,
+    #[component(name = "s64")]
+    S64,
+    #[component(name = "u8")]
+    U8,
+    #[component(name = "u16")]
+    U16,
+    #[component(name = "u32")]
+    U32,
+    #[component(name = "u64")]
+    U64,
+    #[component(name = "boolean")]
+    Boolean,
+    #[component(name = "bytes")]
+    Bytes,
+}
+
+/// A tensor's name, element type and shape, without data; -1 stands for any size.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<i64>,
+}
+
+/// What a plugin sends the model and reads from its answers; empty lists check nothing.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq, Default)]
+#[component(record)]
+pub struct ModelRequirements {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<String>,
+}
+
+/// A named tensor. The product of `shape` equals the number of elements in `data`.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+/// What a plugin asks of the model for one record.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct InferenceRequest {
+    pub inputs: Vec<Tensor>,
+    /// A model signature to call; the backend's default when absent.
+    pub signature: Option<String>,
+    /// Output tensor names to return; every output when empty.
+    #[component(name = "output-filter")]
+    pub output_filter: Vec<String>,
+}
+
+/// Which model answered.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// The model's answer for one record.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct InferenceResponse {
+    pub model: ModelInfo,
+    pub outputs: Vec<Tensor>,
+}
+
+/// A record a plugin wants produced.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct OutputRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    /// The topic to produce to; the configured output topic when absent.
+    pub topic: Option<String>,
+}
+
+/// A model call a plugin asks for, and the opaque state it wants back with the answer.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct ModelCall {
+    pub request: InferenceRequest,
+    pub state: Vec<u8>,
+}
+
+/// What to do with one input record.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(variant)]
+pub enum Decision {
+    /// Call the model, then `complete` with its response and the call's state.
+    #[component(name = "infer")]
+    Infer(ModelCall),
+    /// Produce these records without calling the model.
+    #[component(name = "emit")]
+    Emit(Vec<OutputRecord>),
+    /// Produce nothing; the record counts as done.
+    #[component(name = "skip")]
+    Skip,
+}
+
+/// A record a plugin cannot handle, and why.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(variant)]
+pub enum PluginError {
+    /// The record itself is bad.
+    #[component(name = "invalid-record")]
+    InvalidRecord(String),
+    /// The model's response is not what the plugin expects.
+    #[component(name = "invalid-response")]
+    InvalidResponse(String),
+    /// Anything else.
+    #[component(name = "failed")]
+    Failed(String),
+}
+
+/// Where a record came from: its place in the input and its key.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+}
+
+impl Origin {
+    /// The origin of `record`; shares its topic and copies its key.
+    pub fn of(record: &InputRecord) -> Self {
+        Self {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key.clone(),
+        }
+    }
+}
+
+/// A response handed back with the state its model call carried and the record's origin.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(record)]
+pub struct Completion {
+    pub origin: Origin,
+    pub state: Vec<u8>,
+    pub response: InferenceResponse,
+}
