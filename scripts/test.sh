@@ -36,4 +36,9 @@ cargo test --workspace
 section "End-to-end tests: pytest tests/e2e"
 "$ROOT/.venv/bin/python" -m pytest tests/e2e -q "$@"
 
+# The benchmark harness on a few thousand records with the debug build: every variant runs and
+# its output is checked (counts, ids, scores, committed offsets); no speed is claimed.
+section "Benchmark smoke: bench/run.sh --smoke"
+bench/run.sh --smoke --skip-build --runtime "$RUNTIME_BIN" --require-b3
+
 section "All tests passed"

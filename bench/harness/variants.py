@@ -1,0 +1,257 @@
+"""The throughput variants: one pipeline process at a time over the shared input topic.
+
+Each variant gets fresh output and dead-letter topics and a fresh consumer group, runs until its
+group has committed the input's end offsets, is stopped with SIGTERM (exit 0 expected), and is
+then checked record by record (verify.OutputCheck) and on its committed offsets.
+
+    B1  runtime + pass-through plugin (no model call): the ceiling of Kafka + Wasm + runtime
+    B2  runtime + fraud plugin + embedded ONNX model: the full pipeline
+    B4  runtime + fraud plugin + TF Serving-compatible server, one row per call and batched
+    B5  the same job in Python: confluent-kafka + onnxruntime, and Quix Streams
+    B7  B2 on a large backlog, for peak memory
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from streamtools import paths, services
+
+from . import procs, verify
+from .data import Dataset
+from .result import Result, VariantFailure
+
+BENCH = Path(__file__).resolve().parents[1]
+PIPELINES = BENCH / "pipelines"
+PROJECT_PYTHON = paths.REPO / ".venv" / "bin" / "python"
+
+
+@dataclass
+class Env:
+    """What every variant needs: the broker, the build outputs, options, where logs go."""
+
+    brokers: str
+    log_dir: Path
+    runtime: Path
+    fraud_plugin: Path
+    passthrough_plugin: Path | None
+    overrides: Mapping[str, Mapping[str, str]]  # upper-case variant key (or its group, "B4") -> overrides
+    timeout: float | None  # per variant; None: from the record count
+    notes: list[str] = field(default_factory=list)
+
+    def timeout_for(self, records: int) -> float:
+        return self.timeout if self.timeout else 120.0 + records / 1000.0
+
+    def extra(self, key: str) -> dict[str, str]:
+        """Overrides given for this variant: those for its group ("B4") then its own ("B4-batched")."""
+        out: dict[str, str] = {}
+        key = key.upper()
+        group = key.split("-", 1)[0]
+        out.update(self.overrides.get(group, {}))
+        if key != group:
+            out.update(self.overrides.get(key, {}))
+        return out
+
+
+def base_overrides(env: Env, input_topic: str, names: procs.Names) -> dict[str, object]:
+    return {
+        "kafka.brokers": env.brokers,
+        "kafka.group-id": names.group,
+        "kafka.input-topic": input_topic,
+        "kafka.output-topic": names.output,
+        "kafka.dead-letter-topic": names.dead_letter,
+    }
+
+
+Launch = Callable[[procs.Names, Path], services.Service]
+
+
+def run_pipeline(
+    env: Env,
+    result: Result,
+    dataset: Dataset,
+    kind: str,
+    launch: Launch,
+) -> Result:
+    """Runs one pipeline process over ``dataset`` and checks what it wrote."""
+    names = procs.fresh_names(result.key)
+    procs.create_outputs(env.brokers, names)
+    log = env.log_dir / f"{result.key}.log"
+    timeout = env.timeout_for(dataset.count)
+    result.records = dataset.count
+    service = watch = None
+    print(f"--- {result.key}: {result.title} ({dataset.count:,} records, log {log})", flush=True)
+    try:
+        launched_ms = time.time() * 1000.0
+        service = launch(names, log)
+        watch = procs.Watch(service, env.brokers, names.group, dataset.topic)
+        wall = watch.until_committed(dataset.end_offsets, timeout)
+        status = watch.stop()
+        problems = [] if status == 0 else [f"exit status {status} after SIGTERM (log {log})"]
+        check = verify.OutputCheck(dataset, kind)
+        verify.scan(env.brokers, names.output, dataset.count, check.visit, timeout=max(60.0, dataset.count / 5000.0))
+        dead = verify.count_records(env.brokers, names.dead_letter)
+        problems += check.findings()
+        problems += verify.offsets_findings(watch.read_committed(), dataset.end_offsets)
+        if dead:
+            problems.append(f"{dead} dead letters (expected none)")
+        result.rate = check.rate()
+        result.figures.update({"peak_rss_mib": watch.peak_mib, "wall_seconds": wall})
+        result.notes.append(f"peak RSS {watch.peak_mib:.0f} MiB")
+        if service.name == "runtime":
+            result.notes += runtime_counters(service.log(), result.figures)
+        if kind == "verdict" and dataset.scores is not None:
+            result.figures["max_score_diff"] = check.max_score_diff
+            result.notes.append(f"scores within {check.max_score_diff:.1e} of onnxruntime")
+        if result.rate is None:
+            problems.append("too few outputs or timestamps to measure a rate")
+        elif check.first_ts is not None and check.first_ts < launched_ms - 1000.0:
+            problems.append("output timestamps older than the process: copied from the input? no rate")
+        for problem in problems:
+            result.fail(problem)
+        if not problems:
+            result.status = "ok"
+    except VariantFailure as failure:
+        result.fail(str(failure))
+    except Exception as error:  # a harness or client error: report it against this variant
+        result.fail(f"{type(error).__name__}: {error}")
+    finally:
+        if service is not None:
+            service.stop(grace=5.0)
+        if watch is not None:
+            watch.close()
+    rate = f", {result.rate:,.0f} records/s" if result.rate else ""
+    print(f"    {result.key}: {result.check_text()}{rate}", flush=True)
+    return result
+
+
+def runtime_counters(log: str, figures: dict[str, float]) -> list[str]:
+    """What the runtime's own counters say (its final ``stopped`` line, the last ``progress``
+    line's adaptive model concurrency): rows per model call, the concurrency it settled on."""
+    notes = []
+    stopped = [line for line in log.splitlines() if " stopped " in line and "model_calls=" in line]
+    if stopped:
+        counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", stopped[-1])}
+        calls, consumed = counters.get("model_calls", 0), counters.get("consumed", 0)
+        if calls:
+            figures["rows_per_model_call"] = consumed / calls
+            notes.append(f"{calls:,} model calls ({consumed / calls:.1f} records per call)")
+    concurrency = re.findall(r"model_concurrency=(\d+)", log)
+    if concurrency:
+        figures["model_concurrency_last"] = float(concurrency[-1])
+        notes.append(f"model_concurrency {concurrency[-1]} at the last progress line")
+    return notes
+
+
+def runtime_launch(env: Env, plugin: Path, input_topic: str, overrides: Mapping[str, object]) -> Launch:
+    def launch(names: procs.Names, log: Path) -> services.Service:
+        return procs.start_runtime(env.runtime, plugin, {**base_overrides(env, input_topic, names), **overrides}, log)
+
+    return launch
+
+
+def describe(overrides: Mapping[str, object]) -> str:
+    return " ".join(f"{procs.kafka_key(k)}={v}" for k, v in overrides.items())
+
+
+def b1_ceiling(env: Env, dataset: Dataset) -> Result:
+    result = Result("B1", "ceiling: runtime + pass-through plugin, no model call")
+    if env.passthrough_plugin is None:
+        result.notes.append("passthrough_plugin.wasm not built")
+        return result
+    extra = env.extra("B1")
+    if extra:
+        result.notes.append(f"overrides: {describe(extra)}")
+    return run_pipeline(env, result, dataset, "copy", runtime_launch(env, env.passthrough_plugin, dataset.topic, extra))
+
+
+def b2_full(env: Env, dataset: Dataset) -> Result:
+    result = Result("B2", "full pipeline: runtime + fraud plugin + embedded ONNX model")
+    extra = env.extra("B2")
+    if extra:
+        result.notes.append(f"overrides: {describe(extra)}")
+    return run_pipeline(env, result, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
+
+
+def start_model_server(log_dir: Path) -> services.ModelServer:
+    """The TF Serving-compatible server needs TensorFlow: it runs in the project's .venv."""
+    saved = paths.PYTHON
+    paths.PYTHON = PROJECT_PYTHON
+    try:
+        return services.start_model_server(log_dir, model_name="fraud", model_base_path=paths.FRAUD_MODEL_BASE)
+    finally:
+        paths.PYTHON = saved
+
+
+def b4_model_server(
+    env: Env, dataset: Dataset, prefix: Dataset, server: services.ModelServer
+) -> tuple[Result, Result]:
+    serving = {"model.backend": "tf-serving", "model.endpoint": server.endpoint}
+
+    per_record = Result("B4-per-record", "runtime + fraud plugin + model server, one row per call")
+    extra = {**serving, "model.max-batch-size": 1, **env.extra("B4-per-record")}
+    per_record.notes.append(f"overrides: {describe(extra)}")
+    if prefix.count < dataset.count:
+        per_record.notes.append(f"first {prefix.count:,} of the {dataset.count:,} records (own topic): slow variant")
+    run_pipeline(env, per_record, prefix, "verdict", runtime_launch(env, env.fraud_plugin, prefix.topic, extra))
+
+    batched = Result("B4-batched", "runtime + fraud plugin + model server, micro-batching (defaults)")
+    extra = {**serving, **env.extra("B4-batched")}
+    batched.notes.append(f"overrides: {describe(extra)}")
+    run_pipeline(env, batched, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
+    return per_record, batched
+
+
+def b5_python(env: Env, dataset: Dataset, batch: int) -> Result:
+    result = Result("B5-python", "Python: confluent-kafka + onnxruntime, batch per poll, sync commit")
+    result.notes.append(f"consume({batch}, timeout 10 ms), one ORT call per batch, flush + sync commit per batch")
+
+    def launch(names: procs.Names, log: Path) -> services.Service:
+        args = [
+            sys.executable, "-u", PIPELINES / "python_pipeline.py",
+            "--brokers", env.brokers, "--input", dataset.topic, "--output", names.output,
+            "--dead-letter", names.dead_letter, "--group", names.group, "--batch", str(batch),
+        ]
+        return procs.start("python-pipeline", args, log)
+
+    return run_pipeline(env, result, dataset, "verdict", launch)
+
+
+def b5_quix(env: Env, dataset: Dataset) -> Result:
+    result = Result("B5-quix", "Quix Streams: Application + apply(onnxruntime per record)", optional=True)
+    result.notes.append("quixstreams 3.28.1 on confluent-kafka 2.16.1 (declares < 2.13)")
+
+    def launch(names: procs.Names, log: Path) -> services.Service:
+        args = [
+            sys.executable, "-u", PIPELINES / "quix_pipeline.py",
+            "--brokers", env.brokers, "--input", dataset.topic, "--output", names.output, "--group", names.group,
+            "--state-dir", env.log_dir / "quix-state",
+        ]
+        return procs.start("quix-pipeline", args, log)
+
+    return run_pipeline(env, result, dataset, "verdict", launch)
+
+
+def b7_memory(env: Env, backlog: Dataset) -> Result:
+    result = Result("B7", "memory: runtime + fraud plugin + embedded model on a backlog")
+    extra = env.extra("B7")
+    if extra:
+        result.notes.append(f"overrides: {describe(extra)}")
+    result.notes.append(f"backlog produced before start ({backlog.produce_seconds:.0f}s to produce)")
+    return run_pipeline(env, result, backlog, "verdict", runtime_launch(env, env.fraud_plugin, backlog.topic, extra))
+
+
+def not_run(key: str, title: str, why: str, optional: bool = False) -> Result:
+    return Result(key, title, notes=[why], optional=optional)
+
+
+def fail_fast(result: Result, error: BaseException) -> Result:
+    """A variant whose set-up failed (model server, producing its input)."""
+    if isinstance(error, VariantFailure):
+        return result.fail(str(error))
+    return result.fail(f"{type(error).__name__}: {error}")
