@@ -213,7 +213,8 @@ def run_b4(args, env: variants.Env, dataset, stack, setup: list[str], suffix: st
             kafka.create_topics(env.brokers, {topic: 4})
             prefix = data.produce_dataset(env.brokers, topic, args.seed, args.per_record_records, layout=dataset.count)
         per_record, batched = variants.b4_model_server(env, dataset, prefix, server)
-        ideal = external.b4_ideal(server.address, args.ideal_seconds, args.ideal_concurrency, 256, env.log_dir)
+        # Rows per call as the runtime sends them (model.max-batch-size's default), like for like.
+        ideal = external.b4_ideal(server.address, args.ideal_seconds, args.ideal_concurrency, 128, env.log_dir)
         return [per_record, batched, ideal]
     finally:
         server.stop()

@@ -3,7 +3,8 @@
 B3 runs ``plugin-bench --json --records N --wasm fraud_plugin.wasm``, which times the fraud
 plugin's logic compiled natively and as a WebAssembly component; every number it prints is kept,
 and wasm/native is the ratio. B4's ideal client (pipelines/ideal_client.py, in the project's
-.venv for the TF Serving stubs) sends pre-built Predict requests of 256 rows with a few calls in
+.venv for the TF Serving stubs) sends pre-built Predict requests of 128 rows (the runtime's
+model.max-batch-size) with a few calls in
 flight for a fixed time: what the model server can do at best.
 """
 

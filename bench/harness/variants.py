@@ -136,11 +136,20 @@ def runtime_counters(log: str, figures: dict[str, float]) -> list[str]:
     notes = []
     stopped = [line for line in log.splitlines() if " stopped " in line and "model_calls=" in line]
     if stopped:
-        counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", stopped[-1])}
-        calls, consumed = counters.get("model_calls", 0), counters.get("consumed", 0)
+        counters = {k: float(v) for k, v in re.findall(r"(\w+)=(-?\d+(?:\.\d+)?)", stopped[-1])}
+        calls, consumed = int(counters.get("model_calls", 0)), int(counters.get("consumed", 0))
         if calls:
             figures["rows_per_model_call"] = consumed / calls
             notes.append(f"{calls:,} model calls ({consumed / calls:.1f} records per call)")
+        # The runtime's own latency: consumer to producer, and to the broker's acknowledgement.
+        own = {k: counters[k] for k in ("produce_p50_ms", "produce_p99_ms", "ack_p99_ms") if counters.get(k, -1) >= 0}
+        for key, value in own.items():
+            figures[f"runtime_{key}"] = value
+        if "produce_p99_ms" in own:
+            notes.append(
+                f"inside the runtime (consumer to producer): p50 {own.get('produce_p50_ms', -1):.1f} ms, "
+                f"p99 {own['produce_p99_ms']:.1f} ms; to the broker's ack p99 {own.get('ack_p99_ms', -1):.1f} ms"
+            )
     concurrency = re.findall(r"model_concurrency=(\d+)", log)
     if concurrency:
         figures["model_concurrency_last"] = float(concurrency[-1])

@@ -57,11 +57,43 @@ pub(crate) struct Outcome {
     pub(crate) plugin_digest: Arc<str>,
 }
 
-/// A record's place in its partition, to finish it once acknowledged.
+/// A record's place in its partition, to finish it once acknowledged, and when the reader took
+/// it from the consumer.
 struct Position {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
+    arrived: Instant,
+}
+
+/// Records cut by the reader, each with the moment it was taken from the consumer (for the
+/// runtime's own latency figures).
+#[derive(Debug, Default)]
+struct Batch {
+    records: Vec<InputRecord>,
+    arrived: Vec<Instant>,
+}
+
+impl Batch {
+    fn with_capacity(size: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(size),
+            arrived: Vec::with_capacity(size),
+        }
+    }
+
+    fn push(&mut self, record: InputRecord) {
+        self.records.push(record);
+        self.arrived.push(Instant::now());
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 /// What processing a batch needs, shared by the batches in flight.
@@ -182,7 +214,7 @@ impl Pipeline {
 
     async fn drive(
         &self,
-        mut batches: mpsc::Receiver<Vec<InputRecord>>,
+        mut batches: mpsc::Receiver<Batch>,
         permits: &Semaphore,
         stop: &watch::Sender<bool>,
         shutdown: impl Future<Output = ()> + Send,
@@ -210,25 +242,29 @@ impl Pipeline {
                     return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
                 }
                 Some(acked) = acks.next() => {
-                    let Position { topic, partition, offset } = acked?;
+                    let Position { topic, partition, offset, arrived } = acked?;
+                    self.stages.counters.acknowledged_after(arrived.elapsed());
                     permits.add_permits(1);
                     if let Some(last) = tracker.finished(&topic, partition, offset) {
                         self.source.finished_up_to(&topic, partition, last);
                     }
                 }
-                Some(outcomes) = processing.next() => {
-                    let outcomes: Vec<Outcome> = outcomes?;
-                    for outcome in outcomes {
-                        acks.push(self.produce(outcome).await?);
+                Some(processed) = processing.next() => {
+                    let (outcomes, arrived): (Vec<Outcome>, Vec<Instant>) = processed?;
+                    for (outcome, arrived) in outcomes.into_iter().zip(arrived) {
+                        acks.push(self.produce(outcome, arrived).await?);
                     }
                 }
                 batch = batches.recv(), if input_open && processing.len() < self.settings.max_batches_in_flight => {
                     match batch {
-                        Some(records) => {
+                        Some(Batch { records, arrived }) => {
                             for r in &records {
                                 tracker.consumed(&r.topic, r.partition, r.offset);
                             }
-                            processing.push_back(process(self.stages.clone(), records));
+                            let stages = self.stages.clone();
+                            processing.push_back(async move {
+                                process(stages, records).await.map(|outcomes| (outcomes, arrived))
+                            });
                         }
                         None => input_open = false,
                     }
@@ -239,6 +275,8 @@ impl Pipeline {
                         consumed = s.consumed, produced = s.produced, dead_lettered = s.dead_lettered,
                         skipped = s.skipped, model_calls = s.model_calls, model_failures = s.model_failures,
                         open = tracker.open(),
+                        produce_p50_ms = millis(s.to_produce.p50), produce_p99_ms = millis(s.to_produce.p99),
+                        ack_p99_ms = millis(s.to_acknowledge.p99),
                         model_concurrency = self.stages.inference.concurrency(),
                         model_holding = self.stages.inference.is_holding(), "progress"
                     );
@@ -252,6 +290,7 @@ impl Pipeline {
     async fn produce(
         &self,
         outcome: Outcome,
+        arrived: Instant,
     ) -> Result<impl Future<Output = Result<Position, SinkError>> + use<>, SinkError> {
         let Outcome {
             record,
@@ -307,10 +346,12 @@ impl Pipeline {
                 counters.dead_lettered();
             }
         }
+        counters.produced_after(arrived.elapsed());
         let position = Position {
             topic: record.topic,
             partition: record.partition,
             offset: record.offset,
+            arrived,
         };
         Ok(async move {
             for p in pending {
@@ -319,6 +360,11 @@ impl Pipeline {
             Ok(position)
         })
     }
+}
+
+/// A latency for the log, in milliseconds with one decimal; -1 when nothing was measured yet.
+fn millis(latency: Option<Duration>) -> f64 {
+    latency.map_or(-1.0, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -338,15 +384,15 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// next permits pay for it, so the count stays exact.
 async fn read(
     source: Arc<Source>,
-    batches: mpsc::Sender<Vec<InputRecord>>,
+    batches: mpsc::Sender<Batch>,
     permits: Arc<Semaphore>,
     counters: Arc<Counters>,
     settings: PipelineSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
     let size = settings.batch_size;
-    let mut batch = Vec::with_capacity(size);
-    let mut full: Option<Vec<InputRecord>> = None;
+    let mut batch = Batch::with_capacity(size);
+    let mut full: Option<Batch> = None;
     let mut flush_at: Option<Instant> = None;
     let mut permit = None;
     let mut debt = 0usize;
@@ -373,7 +419,7 @@ async fn read(
             },
             () = sleep_until(flush_at), if full.is_none() => {
                 flush_at = None;
-                full = Some(std::mem::replace(&mut batch, Vec::with_capacity(size)));
+                full = Some(std::mem::replace(&mut batch, Batch::with_capacity(size)));
             }
             acquired = permits.clone().acquire_owned(), if permit.is_none() => match acquired {
                 // The permit returns when a record is finished, not when this one drops.
@@ -405,7 +451,7 @@ async fn read(
                 }
                 if batch.len() >= size && full.is_none() {
                     flush_at = None;
-                    full = Some(std::mem::replace(&mut batch, Vec::with_capacity(size)));
+                    full = Some(std::mem::replace(&mut batch, Batch::with_capacity(size)));
                 }
             }
         }

@@ -67,6 +67,9 @@ impl Source {
             .set("group.id", &settings.group_id)
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
+        for (k, v) in crate::config::defaults::CONSUMER {
+            config.set(*k, *v);
+        }
         for (k, v) in &settings.consumer.0 {
             config.set(k, v);
         }

@@ -41,6 +41,19 @@ pub mod defaults {
     pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// librdkafka consumer properties the runtime sets unless `[kafka.consumer]` overrides them.
+    /// - `fetch.wait.max.ms` 50 (librdkafka: 500): how long the broker may hold a fetch that
+    ///   finds too little data. A broker that holds every fetch that long (tansu does) puts
+    ///   that wait under every record's latency; 50 ms costs an idle consumer 20 small requests
+    ///   a second.
+    /// - `queued.max.messages.kbytes` 16 MiB (librdkafka: 64 MiB): the prefetch queue, which
+    ///   `pipeline.max-pending` does not bound; it was most of the memory a backlog took, and a
+    ///   quarter of it still holds some 20,000 records of a few hundred bytes (BENCHMARKS.md, B7).
+    pub const CONSUMER: &[(&str, &str)] = &[
+        ("fetch.wait.max.ms", "50"),
+        ("queued.max.messages.kbytes", "16384"),
+    ];
 }
 
 /// librdkafka properties the runtime sets itself; setting them in a pass-through map would break
