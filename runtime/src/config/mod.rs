@@ -50,9 +50,13 @@ pub mod defaults {
     /// - `queued.max.messages.kbytes` 16 MiB (librdkafka: 64 MiB): the prefetch queue, which
     ///   `pipeline.max-pending` does not bound; it was most of the memory a backlog took, and a
     ///   quarter of it still holds some 20,000 records of a few hundred bytes (BENCHMARKS.md, B7).
+    /// - `fetch.queue.backoff.ms` 10 (librdkafka: 1000): how long the consumer waits to fetch
+    ///   again once that queue is full. With the smaller queue and the default wait the
+    ///   pipeline starved between fetches (B2 41k records/s instead of 65k).
     pub const CONSUMER: &[(&str, &str)] = &[
         ("fetch.wait.max.ms", "50"),
         ("queued.max.messages.kbytes", "16384"),
+        ("fetch.queue.backoff.ms", "10"),
     ];
 }
 
