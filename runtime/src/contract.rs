@@ -136,12 +136,12 @@ pub struct InferenceRequest {
     pub output_filter: Vec<String>,
 }
 
-/// Which model answered.
+/// Which model answered. Shared: every record a stacked call answers carries the same one.
 #[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
 #[component(record)]
 pub struct ModelInfo {
-    pub name: String,
-    pub version: Option<String>,
+    pub name: Arc<str>,
+    pub version: Option<Arc<str>>,
 }
 
 /// The model's answer for one record.

@@ -168,14 +168,14 @@ impl KServe {
         outputs.sort_by(|a, b| a.name.cmp(&b.name));
         let model = ModelInfo {
             name: if response.model_name.is_empty() {
-                self.settings.name.clone()
+                self.settings.name.as_str().into()
             } else {
-                response.model_name
+                response.model_name.into()
             },
             version: if response.model_version.is_empty() {
-                (!self.version.is_empty()).then(|| self.version.clone())
+                (!self.version.is_empty()).then(|| self.version.as_str().into())
             } else {
-                Some(response.model_version)
+                Some(response.model_version.into())
             },
         };
         Ok(InferenceResponse { model, outputs })

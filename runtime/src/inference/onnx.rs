@@ -101,8 +101,8 @@ impl OnnxModel {
             inputs,
             outputs,
             info: ModelInfo {
-                name: name.to_owned(),
-                version: version.map(|v| v.to_string()),
+                name: name.into(),
+                version: version.map(|v| v.to_string().into()),
             },
         })
     }

@@ -141,14 +141,14 @@ impl TfServing {
         let spec = response.model_spec.unwrap_or_default();
         let model = ModelInfo {
             name: if spec.name.is_empty() {
-                self.settings.name.clone()
+                self.settings.name.as_str().into()
             } else {
-                spec.name
+                spec.name.into()
             },
             version: match spec.version_choice {
-                Some(VersionChoice::Version(v)) => Some(v.to_string()),
-                Some(VersionChoice::VersionLabel(l)) => Some(l),
-                None => self.settings.version.map(|v| v.to_string()),
+                Some(VersionChoice::Version(v)) => Some(v.to_string().into()),
+                Some(VersionChoice::VersionLabel(l)) => Some(l.into()),
+                None => self.settings.version.map(|v| v.to_string().into()),
             },
         };
         let mut outputs = response
