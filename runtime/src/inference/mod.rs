@@ -301,7 +301,9 @@ impl Inference {
         let inner = &self.inner;
         let mut failures = 0;
         loop {
-            inner.breaker.ready().await;
+            // Settled below on every outcome; dropped unsettled (a failure that says nothing
+            // about the server, or a cancelled call) it hands a probe on to the next call.
+            let ticket = inner.breaker.ready().await;
             let slot = inner.in_flight.acquire().await;
             let result = inner.backend.predict(request).await;
             slot.finish(match &result {
@@ -312,11 +314,11 @@ impl Inference {
             });
             match result {
                 Ok(response) => {
-                    inner.breaker.succeeded();
+                    ticket.succeeded();
                     return Ok(response);
                 }
                 Err(error) if error.is_retryable() => {
-                    if inner.breaker.failed() {
+                    if ticket.failed() {
                         // The server is down: the call waits for it and keeps its budget.
                         continue;
                     }
@@ -329,7 +331,7 @@ impl Inference {
                 }
                 Err(error) => {
                     if error.server_answered() {
-                        inner.breaker.succeeded();
+                        ticket.succeeded();
                     }
                     return Err(error);
                 }
