@@ -60,15 +60,60 @@ pub mod defaults {
     ];
 }
 
-/// librdkafka properties the runtime sets itself; setting them in a pass-through map would break
-/// the delivery guarantee or the wiring, so they are refused.
-const OWNED_CONSUMER_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "group.id",
-    "enable.auto.offset.store",
-    "enable.partition.eof",
+/// librdkafka properties the runtime sets itself (no value allowed), or whose other values would
+/// silently weaken the delivery guarantee (only the values listed are allowed).
+const CONSUMER_GUARDS: &[Guard] = &[
+    Guard::owned("bootstrap.servers"),
+    Guard::owned("group.id"),
+    Guard::owned("enable.auto.offset.store"),
+    Guard::owned("enable.partition.eof"),
+    Guard {
+        key: "enable.auto.commit",
+        allowed: &["true"],
+        why: "stored offsets would be committed only at shutdown, so a crash would read \
+              everything since the start again",
+    },
 ];
-const OWNED_PRODUCER_KEYS: &[&str] = &["bootstrap.servers"];
+const PRODUCER_GUARDS: &[Guard] = &[
+    Guard::owned("bootstrap.servers"),
+    Guard {
+        key: "acks",
+        allowed: &["all", "-1"],
+        why: "an output acknowledged by the leader alone (or not at all) can be lost while its \
+              input's offset is committed",
+    },
+    Guard {
+        key: "request.required.acks",
+        allowed: &["all", "-1"],
+        why: "an output acknowledged by the leader alone (or not at all) can be lost while its \
+              input's offset is committed",
+    },
+    Guard {
+        key: "enable.idempotence",
+        allowed: &["true"],
+        why: "the producer's retries could then duplicate or reorder outputs",
+    },
+];
+
+/// A pass-through property the runtime constrains.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub(crate) key: &'static str,
+    /// The values a user may set, compared without case; none: the runtime owns the property.
+    pub(crate) allowed: &'static [&'static str],
+    /// Why other values are refused.
+    pub(crate) why: &'static str,
+}
+
+impl Guard {
+    const fn owned(key: &'static str) -> Self {
+        Self {
+            key,
+            allowed: &[],
+            why: "",
+        }
+    }
+}
 
 /// The validated configuration of one runtime.
 #[derive(Debug, Clone)]
@@ -319,8 +364,8 @@ fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
         s.problem("output-topic", "must differ from input-topic");
     }
     let startup_timeout = s.duration("startup-timeout", defaults::STARTUP_TIMEOUT);
-    let consumer = passthrough(&mut s, "consumer", OWNED_CONSUMER_KEYS);
-    let producer = passthrough(&mut s, "producer", OWNED_PRODUCER_KEYS);
+    let consumer = passthrough(&mut s, "consumer", CONSUMER_GUARDS);
+    let producer = passthrough(&mut s, "producer", PRODUCER_GUARDS);
     KafkaSettings {
         brokers,
         group_id,
@@ -333,8 +378,8 @@ fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
     }
 }
 
-fn passthrough(s: &mut Section<'_>, key: &str, owned: &[&str]) -> Passthrough {
-    Passthrough(s.section(key).string_map(owned))
+fn passthrough(s: &mut Section<'_>, key: &str, guards: &[Guard]) -> Passthrough {
+    Passthrough(s.section(key).string_map(guards))
 }
 
 fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
@@ -689,6 +734,41 @@ mod tests {
             found[0].starts_with("kafka.consumer.\"enable.auto.offset.store\""),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn settings_that_weaken_the_guarantee_are_refused_with_the_reason() {
+        let text = format!(
+            "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = false\n\
+             [kafka.producer]\nacks = \"1\"\n\"enable.idempotence\" = false\n\
+             \"request.required.acks\" = 0\n"
+        );
+        let found = problems(parse(&text, &[]).expect_err("invalid"));
+        assert_eq!(found.len(), 4, "{found:?}");
+        let about = |key: &str| {
+            found
+                .iter()
+                .find(|p| p.starts_with(key))
+                .unwrap_or_else(|| panic!("no problem for {key}: {found:?}"))
+                .clone()
+        };
+        assert!(
+            about("kafka.consumer.\"enable.auto.commit\"").contains("committed only at shutdown")
+        );
+        let acks = about("kafka.producer.acks");
+        assert!(
+            acks.contains("\"1\"") && acks.contains("can be lost") && acks.contains("all"),
+            "{acks}"
+        );
+        assert!(about("kafka.producer.\"enable.idempotence\"").contains("duplicate"));
+        assert!(about("kafka.producer.\"request.required.acks\"").contains("can be lost"));
+
+        // The values that keep the guarantee are fine, in any case.
+        let text = format!(
+            "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = true\n\
+             [kafka.producer]\nacks = \"ALL\"\n\"enable.idempotence\" = true\n"
+        );
+        assert!(parse(&text, &[]).is_ok());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
+use super::Guard;
+
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -196,27 +198,45 @@ impl<'p> Section<'p> {
 
     /// Reads every entry of this section as a string (numbers and booleans are written out as
     /// TOML spells them), for maps passed on as they are. Keys in `refused` are reported.
-    pub(crate) fn string_map(mut self, refused: &[&str]) -> Vec<(String, String)> {
+    pub(crate) fn string_map(mut self, guards: &[Guard]) -> Vec<(String, String)> {
         let table = std::mem::take(&mut self.table);
         let mut out = Vec::with_capacity(table.len());
         for (key, value) in table {
-            if refused.contains(&key.as_str()) {
+            let guard = guards.iter().find(|g| g.key == key);
+            if guard.is_some_and(|g| g.allowed.is_empty()) {
                 self.problem(&key, "is set by the runtime and cannot be set here");
                 continue;
             }
-            match value {
-                Value::String(s) => out.push((key, s)),
-                Value::Integer(i) => out.push((key, i.to_string())),
-                Value::Float(f) => out.push((key, f.to_string())),
-                Value::Boolean(b) => out.push((key, b.to_string())),
-                other => self.problem(
+            let text = match value {
+                Value::String(s) => s,
+                Value::Integer(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Boolean(b) => b.to_string(),
+                other => {
+                    self.problem(
+                        &key,
+                        format!(
+                            "expected a string, number or boolean, found {}",
+                            describe(&other)
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if let Some(g) =
+                guard.filter(|g| !g.allowed.iter().any(|a| a.eq_ignore_ascii_case(&text)))
+            {
+                self.problem(
                     &key,
                     format!(
-                        "expected a string, number or boolean, found {}",
-                        describe(&other)
+                        "= {text:?} is refused: {}; allowed: {}",
+                        g.why,
+                        g.allowed.join(", ")
                     ),
-                ),
+                );
+                continue;
             }
+            out.push((key, text));
         }
         out
     }
