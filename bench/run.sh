@@ -27,20 +27,9 @@ done
 
 scripts/setup.sh
 
-stamp="$VENV/.requirements.sha256"
-want="$(cat bench/requirements.txt bench/requirements-nodeps.txt | sha256sum | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    say "Python environment up to date (.venv-bench)"
-else
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        say "creating .venv-bench with $("$PYTHON" --version)"
-        "$PYTHON" -m venv "$VENV"
-    fi
-    say "installing Python packages (bench/requirements.txt)"
-    "$VENV/bin/python" -m pip install -q -r bench/requirements.txt
-    "$VENV/bin/python" -m pip install -q --no-deps -r bench/requirements-nodeps.txt
-    echo "$want" >"$stamp"
-fi
+# shellcheck source=scripts/venv.sh
+source "$ROOT/scripts/venv.sh"
+ensure_venv "$VENV" bench/requirements.txt bench/requirements-nodeps.txt
 
 if ((skip_build)); then
     say "skipping builds (--skip-build)"

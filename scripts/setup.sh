@@ -60,37 +60,12 @@ else
 fi
 
 # --- 3. Python environment -------------------------------------------------------------------
-# The stamp holds a digest of both requirement files: when they change, pip runs again.
-stamp="$VENV/.requirements.sha256"
-want="$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    say "Python environment up to date (.venv)"
-else
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        say "creating .venv with $("$PYTHON" --version)"
-        "$PYTHON" -m venv "$VENV"
-    fi
-    say "installing Python packages (requirements.txt)"
-    "$VENV/bin/python" -m pip install -q -r requirements.txt
-    "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
-    echo "$want" >"$stamp"
-fi
+# shellcheck source=scripts/venv.sh
+source "$ROOT/scripts/venv.sh"
+ensure_venv "$VENV" requirements.txt requirements-nodeps.txt
 
 # --- 4. MLServer environment -----------------------------------------------------------------
-MLSERVER_VENV="$ROOT/.venv-mlserver"
-stamp="$MLSERVER_VENV/.requirements.sha256"
-want="$(sha256sum requirements-mlserver.txt | cut -d' ' -f1)"
-if [[ -x "$MLSERVER_VENV/bin/mlserver" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    say "MLServer environment up to date (.venv-mlserver)"
-else
-    if [[ ! -x "$MLSERVER_VENV/bin/python" ]]; then
-        say "creating .venv-mlserver with $("$PYTHON" --version)"
-        "$PYTHON" -m venv "$MLSERVER_VENV"
-    fi
-    say "installing MLServer (requirements-mlserver.txt)"
-    "$MLSERVER_VENV/bin/python" -m pip install -q -r requirements-mlserver.txt
-    echo "$want" >"$stamp"
-fi
+ensure_venv "$ROOT/.venv-mlserver" requirements-mlserver.txt
 
 # --- 5. tansu broker -------------------------------------------------------------------------
 if [[ -x "$TANSU" ]] && echo "$TANSU_SHA256  $TANSU" | sha256sum --check --status; then

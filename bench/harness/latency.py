@@ -211,10 +211,7 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
             f"latency p50 {result.figures['p50_ms']:.1f} ms, p99 {result.figures['p99_ms']:.1f} ms, "
             f"max {result.figures['max_ms']:.0f} ms over {len(lat):,} records (ms timestamps)"
         )
-        for problem in problems:
-            result.fail(problem)
-        if not problems:
-            result.status = "ok"
+        result.conclude(problems)
     except VariantFailure as failure:
         result.fail(str(failure))
     except Exception as error:

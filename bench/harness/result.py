@@ -42,6 +42,14 @@ class Result:
         self.problems.append(problem)
         return self
 
+    def conclude(self, problems: list[str]) -> "Result":
+        """Ok when the checks found no problem; failed with each of them otherwise."""
+        for problem in problems:
+            self.fail(problem)
+        if not problems:
+            self.status = "ok"
+        return self
+
     def check_text(self) -> str:
         if self.status == "ok":
             return "ok"

@@ -112,10 +112,7 @@ def run_pipeline(
             problems.append("too few outputs or timestamps to measure a rate")
         elif check.first_ts is not None and check.first_ts < launched_ms - 1000.0:
             problems.append("output timestamps older than the process: copied from the input? no rate")
-        for problem in problems:
-            result.fail(problem)
-        if not problems:
-            result.status = "ok"
+        result.conclude(problems)
     except VariantFailure as failure:
         result.fail(str(failure))
     except Exception as error:  # a harness or client error: report it against this variant

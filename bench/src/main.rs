@@ -4,8 +4,9 @@
 //! Every figure comes from the same generated fraud transactions, side by side in one run:
 //! - the fraud plugin's `prepare` + `complete` linked natively (the SDK's glue called directly)
 //!   against the same source built as a component and run by the runtime's plugin pool;
-//! - the JSON parse alone, into the plugin's typed struct and into a `Map` (what the plugin did
-//!   before contract 0.2);
+//! - natively, per record: the fraud plugin's `prepare` (typed parse, tensor, state:
+//!   `json_typed`) against what the plugin did before contract 0.2 (parse into a `Map`, read the
+//!   30 features, parse again for the id in `complete`: `json_map`);
 //! - the embedded model on a stacked batch (stack, ONNX, split), as the pipeline calls it;
 //! - a batch's tensor to and from TensorFlow's wire format.
 //!
@@ -169,12 +170,9 @@ fn check_verdicts<'a>(
     Ok(n)
 }
 
-/// The fraud plugin linked into this binary, through the same glue its component exports.
-fn native(values: &[Vec<u8>], batch: usize, rounds: usize) -> anyhow::Result<(Rounds, Rounds)> {
-    let config = sdk::Config::new([("threshold", "0.5")]);
-    let plugin =
-        <fraud_plugin::Fraud as sdk::Plugin>::configure(&config).map_err(anyhow::Error::msg)?;
-    let records: Vec<sdk::Record> = values
+/// The transactions as the SDK's records, keyed and numbered by position.
+fn sdk_records(values: &[Vec<u8>]) -> Vec<sdk::Record> {
+    values
         .iter()
         .enumerate()
         .map(|(i, v)| sdk::Record {
@@ -186,7 +184,18 @@ fn native(values: &[Vec<u8>], batch: usize, rounds: usize) -> anyhow::Result<(Ro
             value: Some(v.clone()),
             headers: Vec::new(),
         })
-        .collect();
+        .collect()
+}
+
+fn fraud() -> anyhow::Result<fraud_plugin::Fraud> {
+    let config = sdk::Config::new([("threshold", "0.5")]);
+    <fraud_plugin::Fraud as sdk::Plugin>::configure(&config).map_err(anyhow::Error::msg)
+}
+
+/// The fraud plugin linked into this binary, through the same glue its component exports.
+fn native(values: &[Vec<u8>], batch: usize, rounds: usize) -> anyhow::Result<(Rounds, Rounds)> {
+    let plugin = fraud()?;
+    let records = sdk_records(values);
     let (mut prepare, mut complete) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (mut p, mut c) = (Duration::ZERO, Duration::ZERO);
@@ -289,32 +298,22 @@ async fn wasm(
     Ok((Rounds(prepare), Rounds(complete)))
 }
 
-/// The typed parse the fraud plugin does against a `Map` parse, natively.
+/// Natively, per record: the fraud plugin's `prepare` (typed parse, tensor, state) against the
+/// reading the plugin did before contract 0.2 (a `Map`, its 30 features, a second parse for the
+/// id). The records are built before the clock starts.
 fn json_parse(values: &[Vec<u8>], rounds: usize) -> anyhow::Result<(Rounds, Rounds)> {
     #[derive(serde::Deserialize)]
     struct Id {
         id: i64,
     }
     let (mut typed, mut map) = (Vec::new(), Vec::new());
-    let plugin = <fraud_plugin::Fraud as sdk::Plugin>::configure(&sdk::Config::new(Vec::<(
-        String,
-        String,
-    )>::new()))
-    .map_err(anyhow::Error::msg)?;
+    let plugin = fraud()?;
+    let records = sdk_records(values);
     for _ in 0..rounds {
         let started = Instant::now();
         let mut sum = 0i64;
-        for value in values {
-            let record = sdk::Record {
-                topic: String::new(),
-                partition: 0,
-                offset: 0,
-                timestamp: None,
-                key: None,
-                value: Some(value.clone()),
-                headers: Vec::new(),
-            };
-            if let Ok(sdk::Decision::Infer(_, id)) = sdk::Plugin::prepare(&plugin, &record) {
+        for record in &records {
+            if let Ok(sdk::Decision::Infer(_, id)) = sdk::Plugin::prepare(&plugin, record) {
                 sum += id;
             }
         }

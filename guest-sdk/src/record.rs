@@ -217,6 +217,38 @@ mod tests {
         );
     }
 
+    /// The SDK parses floats with serde_json's fast path (no `float_roundtrip`): an `f64` may be
+    /// off in its last bit, but the `f32` a plugin reads must be the one an exact parse gives.
+    #[test]
+    fn floats_read_as_f32_equal_an_exact_parse() {
+        #[derive(Deserialize)]
+        struct Field {
+            x: f32,
+        }
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for n in 0..100_000 {
+            // Numbers as a JSON encoder writes them: shortest round-trip form, in the ranges of
+            // the fraud data (components around zero, times, amounts), and 17 digits.
+            let value = match n % 3 {
+                0 => (next() - 0.5) * 6.0,
+                1 => (next() * 172_792.0).floor() + next(),
+                _ => next() * 25_000.0,
+            };
+            for text in [format!("{value:?}"), format!("{value:.17e}")] {
+                let exact = text.parse::<f64>().expect("a float") as f32;
+                let record = record(Some(&format!("{{\"x\": {text}}}")));
+                let parsed = record.json::<Field>().map(|f| f.x);
+                assert_eq!(parsed, Ok(exact), "{text}");
+            }
+        }
+    }
+
     #[test]
     fn headers_by_name() {
         let record = record(None);

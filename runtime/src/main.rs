@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use streaminfer::config::{self, Mode, PluginSettings, Settings, defaults};
+use streaminfer::metrics::millis;
 
 /// Streaming model inference from Kafka to Kafka, extensible with WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -224,22 +225,17 @@ fn stream(runtime: &tokio::runtime::Runtime, settings: Settings) -> ExitCode {
                 skipped = summary.skipped,
                 model_calls = summary.model_calls,
                 model_failures = summary.model_failures,
-                produce_p50_ms = ms(summary.to_produce.p50),
-                produce_p99_ms = ms(summary.to_produce.p99),
-                produce_max_ms = ms(summary.to_produce.max),
-                ack_p50_ms = ms(summary.to_acknowledge.p50),
-                ack_p99_ms = ms(summary.to_acknowledge.p99),
+                produce_p50_ms = millis(summary.to_produce.p50),
+                produce_p99_ms = millis(summary.to_produce.p99),
+                produce_max_ms = millis(summary.to_produce.max),
+                ack_p50_ms = millis(summary.to_acknowledge.p50),
+                ack_p99_ms = millis(summary.to_acknowledge.p99),
                 "stopped"
             );
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string()),
     }
-}
-
-/// A latency for the log, in milliseconds; -1 when nothing was measured.
-fn ms(latency: Option<std::time::Duration>) -> f64 {
-    latency.map_or(-1.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -88,6 +88,11 @@ impl Histogram {
     }
 }
 
+/// A latency for the log, in milliseconds with one decimal; -1 when nothing was measured yet.
+pub fn millis(latency: Option<Duration>) -> f64 {
+    latency.map_or(-1.0, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
+}
+
 /// Latency quantiles, each the upper bound of its bucket; `None` before any record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quantiles {

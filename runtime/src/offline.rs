@@ -283,11 +283,17 @@ fn bytes_json(bytes: Option<&[u8]>) -> Embedded {
     let Some(bytes) = bytes else {
         return Embedded::Null;
     };
-    let text = String::from_utf8_lossy(bytes);
-    match RawValue::from_string(text.trim().to_owned()) {
-        Ok(document) if std::str::from_utf8(bytes).is_ok() => Embedded::Document(document),
-        _ => Embedded::Text(text.into_owned()),
+    match std::str::from_utf8(bytes) {
+        Ok(text) => RawValue::from_string(text.trim().to_owned())
+            .map_or_else(|_| Embedded::Text(text.to_owned()), Embedded::Document),
+        Err(_) => Embedded::Text(String::from_utf8_lossy(bytes).into_owned()),
     }
+}
+
+/// One JSON line; the line types hold only strings, numbers and string-keyed maps, which always
+/// serialize, but a failure still yields a line that says so rather than a panic.
+fn json_line(line: &impl Serialize) -> String {
+    serde_json::to_string(line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
 }
 
 /// One output record of a replay, as a JSON line.
@@ -330,7 +336,7 @@ fn output_line(input: &InputRecord, output: &OutputRecord) -> String {
             })
             .collect(),
     };
-    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+    json_line(&line)
 }
 
 fn dead_letter_line(input: &InputRecord, failure: &Failure) -> String {
@@ -341,5 +347,5 @@ fn dead_letter_line(input: &InputRecord, failure: &Failure) -> String {
         message: &failure.message,
         value: bytes_json(input.value.as_deref()),
     };
-    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+    json_line(&line)
 }

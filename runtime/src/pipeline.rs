@@ -26,7 +26,7 @@ use crate::config::PipelineSettings;
 use crate::contract::{Completion, Decision, InputRecord, Origin, OutputRecord};
 use crate::failure::{Failure, Fault};
 use crate::inference::Inference;
-use crate::metrics::{Counters, Summary};
+use crate::metrics::{Counters, Summary, millis};
 use crate::offsets::OffsetTracker;
 use crate::plugin::{PluginError, PluginPool};
 use crate::sink::{PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
@@ -362,11 +362,6 @@ impl Pipeline {
     }
 }
 
-/// A latency for the log, in milliseconds with one decimal; -1 when nothing was measured yet.
-fn millis(latency: Option<Duration>) -> f64 {
-    latency.map_or(-1.0, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
-}
-
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -491,7 +486,6 @@ pub(crate) async fn process(
 
     let requests: Vec<&_> = calls.iter().map(|(_, call)| &call.request).collect();
     let (responses, made) = stages.inference.infer_all(&requests).await;
-    drop(requests);
     let failures = responses.iter().filter(|r| r.is_err()).count() as u64;
     stages.counters.model_calls(made as u64, failures);
 

@@ -61,18 +61,7 @@ impl Source {
     /// # Errors
     /// [`SourceError`] naming the brokers or the topic.
     pub async fn connect(settings: &KafkaSettings) -> Result<Self, SourceError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        for (k, v) in crate::config::defaults::CONSUMER {
-            config.set(*k, *v);
-        }
-        for (k, v) in &settings.consumer.0 {
-            config.set(k, v);
-        }
+        let config = consumer_config(settings);
         let consumer: StreamConsumer<KafkaContext> = config
             .create_with_context(KafkaContext::default())
             .map_err(SourceError::Create)?;
@@ -166,6 +155,24 @@ impl Source {
     }
 }
 
+/// The consumer's librdkafka properties: the runtime's own, then its defaults, then what
+/// `[kafka.consumer]` sets (which wins over the defaults; owned keys are refused by the config).
+fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in crate::config::defaults::CONSUMER {
+        config.set(*k, *v);
+    }
+    for (k, v) in &settings.consumer.0 {
+        config.set(k, v);
+    }
+    config
+}
+
 impl MetadataClient for StreamConsumer<KafkaContext> {
     fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
         let md = self.fetch_metadata(Some(topic), timeout)?;
@@ -201,5 +208,26 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> InputRecord {
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Passthrough;
+
+    #[test]
+    fn consumer_defaults_apply_unless_the_config_sets_them() {
+        let mut settings = KafkaSettings::default();
+        let defaulted = consumer_config(&settings);
+        for (key, value) in crate::config::defaults::CONSUMER {
+            assert_eq!(defaulted.get(key), Some(*value), "{key}");
+        }
+        assert_eq!(defaulted.get("enable.auto.offset.store"), Some("false"));
+
+        settings.consumer = Passthrough(vec![("fetch.wait.max.ms".into(), "500".into())]);
+        let overridden = consumer_config(&settings);
+        assert_eq!(overridden.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(overridden.get("queued.max.messages.kbytes"), Some("16384"));
     }
 }

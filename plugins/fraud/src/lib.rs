@@ -145,14 +145,13 @@ impl Plugin for Fraud {
     }
 
     fn prepare(&self, record: &Record) -> Result<Decision<i64>, PluginError> {
-        let txn = parse(record)?;
-        let features = txn.features();
+        let (id, features) = parse(record)?;
         let request = Request {
             inputs: vec![Tensor::f32(INPUT, [1, FEATURES.len() as i64], features)?],
             signature: self.signature.clone(),
             output_filter: vec![OUTPUT.to_owned()],
         };
-        Ok(Decision::Infer(request, txn.id))
+        Ok(Decision::Infer(request, id))
     }
 
     fn complete(
@@ -185,9 +184,9 @@ impl Plugin for Fraud {
     }
 }
 
-/// The record's transaction, parsed once into its typed form. Only a JSON object is a
-/// transaction (serde would also read a struct from an array).
-fn parse(record: &Record) -> Result<Transaction, PluginError> {
+/// The record's transaction id and features, parsed once through its typed form. Only a JSON
+/// object is a transaction (serde would also read a struct from an array).
+fn parse(record: &Record) -> Result<(i64, [f32; 30]), PluginError> {
     let first = record
         .value
         .as_deref()
@@ -196,8 +195,14 @@ fn parse(record: &Record) -> Result<Transaction, PluginError> {
         return Err(explain(record, None));
     }
     match record.json::<Transaction>() {
-        Ok(txn) if txn.features().iter().all(|f| f.is_finite()) => Ok(txn),
-        Ok(_) => Err(explain(record, None)),
+        Ok(txn) => {
+            let features = txn.features();
+            if features.iter().all(|f| f.is_finite()) {
+                Ok((txn.id, features))
+            } else {
+                Err(explain(record, None))
+            }
+        }
         Err(error) => Err(explain(record, Some(error))),
     }
 }

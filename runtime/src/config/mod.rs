@@ -74,19 +74,19 @@ const CONSUMER_GUARDS: &[Guard] = &[
               everything since the start again",
     },
 ];
+/// `acks` and its librdkafka alias `request.required.acks` are one setting.
+const ACKS: Guard = Guard {
+    key: "acks",
+    allowed: &["all", "-1"],
+    why: "an output acknowledged by the leader alone (or not at all) can be lost while its \
+          input's offset is committed",
+};
 const PRODUCER_GUARDS: &[Guard] = &[
     Guard::owned("bootstrap.servers"),
-    Guard {
-        key: "acks",
-        allowed: &["all", "-1"],
-        why: "an output acknowledged by the leader alone (or not at all) can be lost while its \
-              input's offset is committed",
-    },
+    ACKS,
     Guard {
         key: "request.required.acks",
-        allowed: &["all", "-1"],
-        why: "an output acknowledged by the leader alone (or not at all) can be lost while its \
-              input's offset is committed",
+        ..ACKS
     },
     Guard {
         key: "enable.idempotence",

@@ -288,6 +288,17 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_version_written_here_is_the_wit_package_s() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let version = CONTRACT.rsplit('@').next().expect("a versioned world");
+        assert!(
+            wit.contains(&format!("package streaminfer:plugin@{version};")),
+            "wit/plugin.wit is not version {version}"
+        );
+        assert!(types::INSTANCE.ends_with(&format!("@{version}")));
+    }
+
+    #[test]
     fn deadlines_round_up_to_whole_ticks() {
         assert_eq!(ticks(Duration::from_millis(1)), 1);
         assert_eq!(ticks(Duration::from_millis(10)), 1);

@@ -6,6 +6,9 @@ use wasmtime::component::{HasData, Linker};
 
 pub use crate::contract::*;
 
+/// The instance name of `types` in a component built against this contract version.
+pub(super) const INSTANCE: &str = "streaminfer:plugin/types@0.2.0";
+
 /// What the host implements for `types`: nothing.
 pub trait Host {}
 
@@ -28,6 +31,6 @@ where
     D: HostWithStore<T>,
     for<'a> D::Data<'a>: Host,
 {
-    linker.instance("streaminfer:plugin/types@0.2.0")?;
+    linker.instance(INSTANCE)?;
     Ok(())
 }
