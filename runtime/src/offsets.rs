@@ -3,19 +3,42 @@
 //! record below it is finished: its output acknowledged by the broker, or its dead letter. The
 //! tracker keeps, per partition, the offsets still open in consumption order and reports the
 //! highest offset below which nothing is open.
+//!
+//! The tracker also says when a record's permit of `max-pending` returns: when its offset is
+//! behind the committable point, not when it alone is finished. So the records consumed and not
+//! yet committable, over all partitions, never exceed `max-pending`, and neither does what a
+//! crash can make the group read again (plus what finished since the last commit).
+//!
+//! A partition read anew (assigned again, or rewound) starts a new *epoch*: what was open before
+//! is forgotten, and a record of an old epoch that finishes later releases its permit but moves
+//! nothing.
 
 use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Default)]
 struct Partition {
+    /// The source's generation of the assignment these offsets were read under.
+    generation: u64,
+    epoch: u64,
     /// Offsets consumed and not yet committable, ascending, with whether each is finished.
     open: VecDeque<(i64, bool)>,
+}
+
+/// What finishing a record allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// Records now behind the committable point, or forgotten: their permits return.
+    pub released: usize,
+    /// Every record up to and including this offset is finished: the offset after it may be
+    /// committed.
+    pub store: Option<i64>,
 }
 
 /// Open offsets of every partition this consumer holds records of.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     topics: HashMap<String, HashMap<i32, Partition>>,
+    last_epoch: u64,
 }
 
 impl OffsetTracker {
@@ -23,39 +46,71 @@ impl OffsetTracker {
         Self::default()
     }
 
-    /// Notes that `offset` was consumed. Offsets of one partition arrive ascending; an offset
-    /// at or below the last one seen means the partition was re-assigned and is being read
-    /// again from its committed position, so what was open before is forgotten.
-    pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) {
+    /// Notes that `offset` was consumed under the source's `generation`; returns the epoch to
+    /// finish it with, and how many permits return because records were forgotten.
+    ///
+    /// Offsets of one partition and generation arrive ascending. A new generation, or an offset
+    /// at or below the last one seen (the partition rewound to its committed position), starts
+    /// a new epoch: finished records still open are released now, unfinished ones when they
+    /// finish.
+    pub fn consumed(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        generation: u64,
+    ) -> (u64, usize) {
         let partitions = match self.topics.get_mut(topic) {
             Some(p) => p,
             None => self.topics.entry(topic.to_owned()).or_default(),
         };
         let p = partitions.entry(partition).or_default();
-        if p.open.back().is_some_and(|&(last, _)| last >= offset) {
+        let mut released = 0;
+        let rewound = p.open.back().is_some_and(|&(last, _)| last >= offset);
+        if p.epoch == 0 || p.generation != generation || rewound {
+            released = p.open.iter().filter(|&&(_, done)| done).count();
             p.open.clear();
+            self.last_epoch += 1;
+            p.epoch = self.last_epoch;
+            p.generation = generation;
         }
         p.open.push_back((offset, false));
+        (p.epoch, released)
     }
 
-    /// Notes that the record at `offset` is finished. Returns the offset of the last record of
-    /// the contiguous finished run at the front of the partition, when that run grew: every
-    /// record up to and including it is finished and the offset after it may be committed.
-    pub fn finished(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
-        let p = self.topics.get_mut(topic)?.get_mut(&partition)?;
-        // An offset the tracker no longer knows belongs to a partition that was re-assigned
-        // meanwhile: it will be read and finished again, so it is ignored.
-        let i = p.open.binary_search_by_key(&offset, |&(o, _)| o).ok()?;
+    /// Notes that the record at `offset`, consumed in `epoch`, is finished.
+    pub fn finished(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) -> Finished {
+        const FORGOTTEN: Finished = Finished {
+            released: 1,
+            store: None,
+        };
+        let Some(p) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|ps| ps.get_mut(&partition))
+        else {
+            return FORGOTTEN;
+        };
+        if p.epoch != epoch {
+            return FORGOTTEN;
+        }
+        let Ok(i) = p.open.binary_search_by_key(&offset, |&(o, _)| o) else {
+            return FORGOTTEN;
+        };
         p.open[i].1 = true;
-        let mut last = None;
+        let mut finished = Finished {
+            released: 0,
+            store: None,
+        };
         while let Some(&(o, true)) = p.open.front() {
-            last = Some(o);
+            finished.store = Some(o);
+            finished.released += 1;
             p.open.pop_front();
         }
-        last
+        finished
     }
 
-    /// Records consumed and not finished, over all partitions.
+    /// Records consumed and not yet behind the committable point, over all partitions.
     pub fn open(&self) -> usize {
         self.topics
             .values()
@@ -69,48 +124,172 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
+    const G: u64 = 1;
+
+    fn store(f: Finished) -> Option<i64> {
+        f.store
+    }
+
     #[test]
-    fn commits_only_a_contiguous_finished_prefix() {
+    fn commits_only_a_contiguous_finished_prefix_and_releases_it() {
         let mut t = OffsetTracker::new();
+        let mut epoch = 0;
         for o in 10..15 {
-            t.consumed("in", 0, o);
+            epoch = t.consumed("in", 0, o, G).0;
         }
-        assert_eq!(t.finished("in", 0, 12), None);
-        assert_eq!(t.finished("in", 0, 11), None);
-        assert_eq!(t.finished("in", 0, 10), Some(12));
-        assert_eq!(t.finished("in", 0, 14), None);
-        assert_eq!(t.finished("in", 0, 13), Some(14));
+        assert_eq!(
+            t.finished("in", 0, 12, epoch),
+            Finished {
+                released: 0,
+                store: None
+            }
+        );
+        assert_eq!(t.finished("in", 0, 11, epoch).released, 0, "held behind 10");
+        assert_eq!(
+            t.finished("in", 0, 10, epoch),
+            Finished {
+                released: 3,
+                store: Some(12)
+            }
+        );
+        assert_eq!(store(t.finished("in", 0, 14, epoch)), None);
+        assert_eq!(
+            t.finished("in", 0, 13, epoch),
+            Finished {
+                released: 2,
+                store: Some(14)
+            }
+        );
         assert_eq!(t.open(), 0);
     }
 
     #[test]
     fn partitions_are_independent_and_gaps_are_allowed() {
         let mut t = OffsetTracker::new();
-        t.consumed("in", 0, 5);
-        t.consumed("in", 1, 100);
-        t.consumed("in", 0, 9); // a gap, e.g. a compacted or transactional marker offset
-        assert_eq!(t.finished("in", 1, 100), Some(100));
-        assert_eq!(t.finished("in", 0, 9), None);
-        assert_eq!(t.finished("in", 0, 5), Some(9));
+        let e0 = t.consumed("in", 0, 5, G).0;
+        let e1 = t.consumed("in", 1, 100, G).0;
+        t.consumed("in", 0, 9, G); // a gap, e.g. a compacted or transactional marker offset
+        assert_eq!(store(t.finished("in", 1, 100, e1)), Some(100));
+        assert_eq!(store(t.finished("in", 0, 9, e0)), None);
+        assert_eq!(store(t.finished("in", 0, 5, e0)), Some(9));
     }
 
     #[test]
     fn re_reading_a_partition_forgets_what_was_open() {
         let mut t = OffsetTracker::new();
-        t.consumed("in", 0, 7);
-        t.consumed("in", 0, 8);
-        t.consumed("in", 0, 7); // re-assigned, read again from the committed offset
+        let old = t.consumed("in", 0, 7, G).0;
+        t.consumed("in", 0, 8, G);
+        assert_eq!(t.finished("in", 0, 8, old).released, 0);
+        let (new, released) = t.consumed("in", 0, 7, G); // rewound to the committed offset
+        assert_ne!(new, old);
+        assert_eq!(
+            released, 1,
+            "8 was finished: its permit returns as it is forgotten"
+        );
         assert_eq!(t.open(), 1);
-        assert_eq!(t.finished("in", 0, 8), None, "stale offset is ignored");
-        assert_eq!(t.finished("in", 0, 7), Some(7));
+        assert_eq!(
+            t.finished("in", 0, 7, old),
+            Finished {
+                released: 1,
+                store: None
+            },
+            "stale"
+        );
+        assert_eq!(
+            t.finished("in", 0, 7, new),
+            Finished {
+                released: 1,
+                store: Some(7)
+            }
+        );
+    }
+
+    /// Defect: a partition revoked with records in flight and assigned again at a higher
+    /// committed offset (another member went on meanwhile) stored the stale, lower offset when
+    /// the old records finished, moving the committed offset backwards.
+    #[test]
+    fn a_partition_assigned_again_higher_up_never_stores_an_offset_of_its_old_assignment() {
+        let mut t = OffsetTracker::new();
+        let old = t.consumed("in", 0, 100, 1).0;
+        t.consumed("in", 0, 101, 1);
+        // Revoked, someone else commits 500, assigned to us again: generation 2 from 500 on.
+        let (new, released) = t.consumed("in", 0, 500, 2);
+        assert_eq!(released, 0);
+        assert_eq!(
+            t.finished("in", 0, 100, old),
+            Finished {
+                released: 1,
+                store: None
+            }
+        );
+        assert_eq!(
+            t.finished("in", 0, 101, old),
+            Finished {
+                released: 1,
+                store: None
+            }
+        );
+        assert_eq!(
+            t.finished("in", 0, 500, new),
+            Finished {
+                released: 1,
+                store: Some(500)
+            }
+        );
     }
 
     #[test]
-    fn unknown_offsets_are_ignored() {
+    fn every_consumed_record_releases_exactly_one_permit() {
+        // Offsets finish in a scrambled order across two rewinds and a new generation.
         let mut t = OffsetTracker::new();
-        assert_eq!(t.finished("in", 3, 1), None);
-        t.consumed("in", 0, 1);
-        assert_eq!(t.finished("in", 0, 2), None);
-        assert_eq!(t.finished("other", 0, 1), None);
+        let mut taken = Vec::new();
+        let mut released = 0;
+        for (offset, generation) in [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (2, 1),
+            (3, 1),
+            (4, 2),
+            (5, 2),
+            (5, 2),
+        ] {
+            let (epoch, r) = t.consumed("in", 0, offset, generation);
+            released += r;
+            taken.push((offset, epoch));
+        }
+        for i in [3, 0, 7, 5, 1, 6, 2, 4] {
+            let (offset, epoch) = taken[i];
+            released += t.finished("in", 0, offset, epoch).released;
+        }
+        assert_eq!(released, taken.len());
+        assert_eq!(t.open(), 0);
+    }
+
+    #[test]
+    fn unknown_offsets_release_their_permit_and_store_nothing() {
+        let mut t = OffsetTracker::new();
+        assert_eq!(
+            t.finished("in", 3, 1, 1),
+            Finished {
+                released: 1,
+                store: None
+            }
+        );
+        let e = t.consumed("in", 0, 1, G).0;
+        assert_eq!(
+            t.finished("in", 0, 2, e),
+            Finished {
+                released: 1,
+                store: None
+            }
+        );
+        assert_eq!(
+            t.finished("other", 0, 1, e),
+            Finished {
+                released: 1,
+                store: None
+            }
+        );
     }
 }

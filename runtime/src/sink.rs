@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaSettings;
-use crate::contract::{Header, InputRecord, OutputRecord};
+use crate::contract::{InputRecord, OutputRecord};
 use crate::failure::Failure;
+use crate::kafka::headers::{self, RawHeader};
 use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
 
 /// The header naming the plugin (by content digest) that made an output or refused an input.
@@ -20,6 +21,21 @@ pub const PLUGIN_DIGEST_HEADER: &str = "plugin-digest";
 
 /// How long to wait before retrying when librdkafka's send queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+
+/// A record's headers followed by the runtime's own.
+fn build_headers<'h>(
+    headers: impl ExactSizeIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+    extra: &[(&str, &[u8])],
+) -> OwnedHeaders {
+    let mut built = headers::Builder::with_capacity(headers.len() + extra.len());
+    for (k, v) in headers {
+        built.add(k, v);
+    }
+    for (k, v) in extra {
+        built.add(k.as_bytes(), Some(v));
+    }
+    built.build()
+}
 
 /// Why a record could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -164,24 +180,30 @@ impl Sink {
             Some(named) if *named == *self.output_topic => self.output_topic.clone(),
             Some(named) => Arc::from(named),
         };
+        let headers = record
+            .headers
+            .iter()
+            .map(|h| (h.key.as_bytes(), Some(h.value.as_slice())));
+        let headers = build_headers(headers, extra);
         self.enqueue(
             topic,
             record.key.as_deref(),
             record.value.as_deref(),
-            &record.headers,
-            extra,
+            headers,
         )
         .await
     }
 
-    /// Enqueues the dead letter of `input`: its key, value and headers as consumed, plus the
-    /// reason and where it came from.
+    /// Enqueues the dead letter of `input`: its key, value and headers as consumed (`exact`
+    /// headers when the record's own could not hold them byte for byte), plus the reason and
+    /// where it came from.
     ///
     /// # Errors
     /// As [`Sink::send`].
     pub async fn send_dead_letter(
         &self,
         input: &InputRecord,
+        exact: Option<&[RawHeader]>,
         failure: &Failure,
         plugin_digest: &str,
     ) -> Result<Pending, SinkError> {
@@ -196,12 +218,24 @@ impl Sink {
             ("source-offset", offset.as_bytes()),
             (PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes()),
         ];
+        let headers = match exact {
+            Some(raw) => build_headers(
+                raw.iter().map(|h| (h.key.as_slice(), h.value.as_deref())),
+                &extra,
+            ),
+            None => build_headers(
+                input
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.as_bytes(), Some(h.value.as_slice()))),
+                &extra,
+            ),
+        };
         self.enqueue(
             self.dead_letter_topic.clone(),
             input.key.as_deref(),
             input.value.as_deref(),
-            &input.headers,
-            &extra,
+            headers,
         )
         .await
     }
@@ -211,23 +245,9 @@ impl Sink {
         topic: Arc<str>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[Header],
-        extra: &[(&str, &[u8])],
+        headers: OwnedHeaders,
     ) -> Result<Pending, SinkError> {
-        let mut owned = OwnedHeaders::new_with_capacity(headers.len() + extra.len());
-        for h in headers {
-            owned = owned.insert(KafkaHeader {
-                key: &h.key,
-                value: Some(&h.value),
-            });
-        }
-        for (k, v) in extra {
-            owned = owned.insert(KafkaHeader {
-                key: k,
-                value: Some(*v),
-            });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(owned);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }

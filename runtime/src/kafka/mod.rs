@@ -3,13 +3,14 @@
 //! same failure every few milliseconds), and the start-up check that the brokers answer and the
 //! topics exist.
 
+pub mod headers;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 
 /// The same message is logged again only after this long.
@@ -68,20 +69,6 @@ impl ClientContext for KafkaContext {
         // The client retries by itself; a failure that lasts is reported by whoever waits on it.
         if self.fresh(reason) {
             tracing::warn!(target: "librdkafka", %error, "{reason}");
-        }
-    }
-}
-
-impl ConsumerContext for KafkaContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions assigned");
-            }
-            Rebalance::Revoke(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions revoked");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
     }
 }

@@ -2,18 +2,26 @@
 //! the [`Sink`], with offsets stored only behind finished records.
 //!
 //! Three loops cooperate:
-//! - the reader pulls records, one permit of `max-pending` each, and cuts batches at
+//! - the [`reader`] pulls records, one permit of `max-pending` each, and cuts batches at
 //!   `batch-size` records or after `linger`;
 //! - up to `max-batches-in-flight` batches are processed concurrently (prepare, model calls,
 //!   complete), and their outcomes are produced in consumption order;
-//! - each record's acknowledgements are awaited; when all are in, the record is finished, its
-//!   permit returns, and the offset tracker may advance the partition's stored offset.
+//! - each record's acknowledgements are awaited; when all are in, the record is finished, and
+//!   the offset tracker may advance the partition's stored offset. A record's permit returns
+//!   when its offset is behind that point, so `max-pending` bounds what a crash can make the
+//!   group read again.
 //!
 //! Nothing is unbounded: the permits cap records in memory, the bounded channel caps batches
-//! waiting, the model client caps calls in flight. Shutdown stops the reader, lets every batch
-//! in flight finish and be acknowledged (within `shutdown-timeout`), then commits.
+//! waiting, the model client caps calls in flight. No step waits outside the loop's `select!`:
+//! a full producer queue, a signal and the drain deadline are all seen. Shutdown stops the
+//! reader, lets every batch in flight finish and be acknowledged, flushes the producer and
+//! commits, all within `shutdown-timeout`.
 
+mod reader;
+
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,16 +34,18 @@ use crate::config::PipelineSettings;
 use crate::contract::{Completion, Decision, InputRecord, Origin, OutputRecord};
 use crate::failure::{Failure, Fault};
 use crate::inference::Inference;
+use crate::kafka::headers::RawHeader;
 use crate::metrics::{Counters, Summary, millis};
 use crate::offsets::OffsetTracker;
 use crate::plugin::{PluginError, PluginPool};
 use crate::sink::{PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
-use crate::source::Source;
+use crate::source::{Consumed, Source};
 
 /// How often the counters are logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
-/// How long the reader may be unable to hand on records before it pauses the partitions.
-const PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// How long nothing may be consumed, with nothing in flight and the reader not pausing, before
+/// the brokers are asked whether records wait (and a stall is reported if they do).
+const STALL_AFTER: Duration = Duration::from_secs(30);
 
 /// Why the pipeline stopped before its shutdown was asked for, or could not finish it.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error("shutdown did not finish within {0:?}; unfinished records will be read again")]
     ShutdownTimeout(Duration),
+    #[error("the {0} task ended unexpectedly{1}")]
+    TaskEnded(&'static str, String),
 }
 
 /// One input record and what became of it.
@@ -57,6 +69,18 @@ pub(crate) struct Outcome {
     pub(crate) plugin_digest: Arc<str>,
 }
 
+/// What the pipeline keeps of a record besides the record: when it was read, where it stands
+/// in its partition's assignment, and what the source could not hand to the plugin.
+#[derive(Debug)]
+struct Taken {
+    arrived: Instant,
+    generation: u64,
+    /// The offset tracker's epoch, set when the batch is registered.
+    epoch: u64,
+    exact_headers: Option<Vec<RawHeader>>,
+    refused: Option<Failure>,
+}
+
 /// A record's place in its partition, to finish it once acknowledged, and when the reader took
 /// it from the consumer.
 struct Position {
@@ -64,27 +88,40 @@ struct Position {
     partition: i32,
     offset: i64,
     arrived: Instant,
+    generation: u64,
+    epoch: u64,
 }
 
-/// Records cut by the reader, each with the moment it was taken from the consumer (for the
-/// runtime's own latency figures).
+/// Records cut by the reader, each with what the pipeline keeps of it.
 #[derive(Debug, Default)]
 struct Batch {
     records: Vec<InputRecord>,
-    arrived: Vec<Instant>,
+    taken: Vec<Taken>,
 }
 
 impl Batch {
     fn with_capacity(size: usize) -> Self {
         Self {
             records: Vec::with_capacity(size),
-            arrived: Vec::with_capacity(size),
+            taken: Vec::with_capacity(size),
         }
     }
 
-    fn push(&mut self, record: InputRecord) {
+    fn push(&mut self, consumed: Consumed, now: Instant) {
+        let Consumed {
+            record,
+            generation,
+            exact_headers,
+            refused,
+        } = consumed;
         self.records.push(record);
-        self.arrived.push(Instant::now());
+        self.taken.push(Taken {
+            arrived: now,
+            generation,
+            epoch: 0,
+            exact_headers,
+            refused,
+        });
     }
 
     fn len(&self) -> usize {
@@ -148,6 +185,16 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+type Processed = Result<(Vec<Outcome>, Vec<Taken>), PipelineError>;
+type Acknowledged = Result<Position, SinkError>;
+type Enqueuing<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<Pin<Box<dyn Future<Output = Acknowledged> + Send>>, SinkError>>
+            + Send
+            + 'a,
+    >,
+>;
+
 impl Pipeline {
     pub fn new(
         source: Source,
@@ -170,12 +217,14 @@ impl Pipeline {
         self.stages.clone()
     }
 
-    /// Runs until `shutdown` resolves, then drains and commits.
+    /// Runs until `shutdown` resolves, then drains, flushes and commits, all within
+    /// `shutdown-timeout`.
     ///
     /// # Errors
     /// [`PipelineError`] when a plugin instance cannot be rebuilt, the broker refuses or loses
-    /// records, or draining takes longer than `shutdown-timeout`. Offsets of finished records are
-    /// committed in every case, so a restart reads the unfinished ones again.
+    /// records, the reader ends unexpectedly, or draining takes longer than `shutdown-timeout`.
+    /// Offsets of finished records are committed in every case, so a restart reads the
+    /// unfinished ones again.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -183,7 +232,7 @@ impl Pipeline {
         let (stop, stopped) = watch::channel(false);
         let (batches_tx, batches) = mpsc::channel(2);
         let permits = Arc::new(Semaphore::new(self.settings.max_pending));
-        let reader = tokio::spawn(read(
+        let mut reader = tokio::spawn(reader::read(
             self.source.clone(),
             batches_tx,
             permits.clone(),
@@ -191,10 +240,29 @@ impl Pipeline {
             self.settings.clone(),
             stopped,
         ));
-        let result = self.drive(batches, &permits, &stop, shutdown).await;
+        let mut deadline = None;
+        let result = self
+            .drive(batches, &permits, &stop, shutdown, &mut deadline)
+            .await;
         let _ = stop.send(true);
+        // The reader leaves on its own when stopped; one that already ended without being told
+        // to failed (a panic), which fails the run.
+        let result = match result {
+            Ok(()) if reader.is_finished() => match (&mut reader).await {
+                Err(e) if e.is_panic() => Err(PipelineError::TaskEnded(
+                    "reader",
+                    format!(": {}", panic_message(e.into_panic())),
+                )),
+                _ => Ok(()),
+            },
+            other => other,
+        };
         reader.abort();
-        let flushed = self.sink.flush(self.settings.shutdown_timeout);
+        // The flush shares the shutdown's deadline; after a failure it gets the same time.
+        let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.shutdown_timeout);
+        let flushed = self
+            .sink
+            .flush(until.saturating_duration_since(Instant::now()));
         if let Err(error) = self.source.commit() {
             tracing::error!(%error, "final offset commit failed; the next run reads those records again");
         }
@@ -218,53 +286,66 @@ impl Pipeline {
         permits: &Semaphore,
         stop: &watch::Sender<bool>,
         shutdown: impl Future<Output = ()> + Send,
+        drain_deadline: &mut Option<Instant>,
     ) -> Result<(), PipelineError> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tracker = OffsetTracker::new();
         let mut processing = FuturesOrdered::new();
+        let mut ready: VecDeque<(Outcome, Taken)> = VecDeque::new();
+        let mut enqueuing: Option<Enqueuing<'_>> = None;
         let mut acks = FuturesUnordered::new();
         let mut input_open = true;
-        let mut drain_deadline: Option<Instant> = None;
+        let mut watch = Watchdog::new(Instant::now());
         let mut report = tokio::time::interval(REPORT_EVERY);
         report.tick().await;
         loop {
-            if !input_open && processing.is_empty() && acks.is_empty() {
+            if enqueuing.is_none()
+                && let Some((outcome, taken)) = ready.pop_front()
+            {
+                enqueuing = Some(Box::pin(self.produce(outcome, taken)));
+            }
+            if !input_open && processing.is_empty() && enqueuing.is_none() && acks.is_empty() {
                 return Ok(());
             }
             tokio::select! {
                 biased;
                 () = &mut shutdown, if drain_deadline.is_none() => {
                     tracing::info!(open = tracker.open(), "shutting down: draining records in flight");
-                    drain_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
+                    *drain_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
                     let _ = stop.send(true);
                 }
-                () = sleep_until(drain_deadline) => {
+                () = sleep_until(*drain_deadline) => {
                     return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
                 }
                 Some(acked) = acks.next() => {
-                    let Position { topic, partition, offset, arrived } = acked?;
+                    let Position { topic, partition, offset, arrived, generation, epoch } = acked?;
                     self.stages.counters.acknowledged_after(arrived.elapsed());
-                    permits.add_permits(1);
-                    if let Some(last) = tracker.finished(&topic, partition, offset) {
-                        self.source.finished_up_to(&topic, partition, last);
+                    let finished = tracker.finished(&topic, partition, offset, epoch);
+                    permits.add_permits(finished.released);
+                    if let Some(last) = finished.store {
+                        self.source.finished_up_to(&topic, partition, last, generation);
                     }
                 }
-                Some(processed) = processing.next() => {
-                    let (outcomes, arrived): (Vec<Outcome>, Vec<Instant>) = processed?;
-                    for (outcome, arrived) in outcomes.into_iter().zip(arrived) {
-                        acks.push(self.produce(outcome, arrived).await?);
-                    }
+                Some(enqueued) = maybe(&mut enqueuing) => {
+                    enqueuing = None;
+                    acks.push(enqueued?);
+                }
+                Some(processed) = processing.next(), if ready.is_empty() => {
+                    let (outcomes, taken): (Vec<Outcome>, Vec<Taken>) = processed?;
+                    ready.extend(outcomes.into_iter().zip(taken));
                 }
                 batch = batches.recv(), if input_open && processing.len() < self.settings.max_batches_in_flight => {
                     match batch {
-                        Some(Batch { records, arrived }) => {
-                            for r in &records {
-                                tracker.consumed(&r.topic, r.partition, r.offset);
+                        Some(Batch { records, mut taken }) => {
+                            let mut released = 0;
+                            for (r, t) in records.iter().zip(&mut taken) {
+                                let (epoch, freed) = tracker.consumed(&r.topic, r.partition, r.offset, t.generation);
+                                t.epoch = epoch;
+                                released += freed;
                             }
+                            permits.add_permits(released);
                             let stages = self.stages.clone();
-                            processing.push_back(async move {
-                                process(stages, records).await.map(|outcomes| (outcomes, arrived))
-                            });
+                            processing.push_back(process_taken(stages, records, taken));
                         }
                         None => input_open = false,
                     }
@@ -280,8 +361,30 @@ impl Pipeline {
                         model_concurrency = self.stages.inference.concurrency(),
                         model_holding = self.stages.inference.is_holding(), "progress"
                     );
+                    let idle = tracker.open() == 0 && !self.source.is_paused() && drain_deadline.is_none();
+                    if watch.suspects(s.consumed, idle, Instant::now()) {
+                        self.check_stall(watch.idle_for(Instant::now())).await;
+                    }
                 }
             }
+        }
+    }
+
+    /// Asks the brokers whether records wait while nothing is consumed, and says so if they do.
+    async fn check_stall(&self, idle: Duration) {
+        let source = self.source.clone();
+        let waiting = tokio::task::spawn_blocking(move || source.waiting(Duration::from_secs(5)))
+            .await
+            .ok()
+            .flatten();
+        match waiting {
+            Some(waiting) if waiting > 0 => tracing::warn!(
+                waiting,
+                idle_s = idle.as_secs(),
+                assignments = self.source.assignments(),
+                "no progress: records wait in the assigned partitions but none were consumed"
+            ),
+            _ => tracing::debug!(idle_s = idle.as_secs(), "idle: no records waiting"),
         }
     }
 
@@ -290,8 +393,8 @@ impl Pipeline {
     async fn produce(
         &self,
         outcome: Outcome,
-        arrived: Instant,
-    ) -> Result<impl Future<Output = Result<Position, SinkError>> + use<>, SinkError> {
+        taken: Taken,
+    ) -> Result<Pin<Box<dyn Future<Output = Acknowledged> + Send>>, SinkError> {
         let Outcome {
             record,
             result,
@@ -340,25 +443,40 @@ impl Pipeline {
                 );
                 pending.push(
                     self.sink
-                        .send_dead_letter(&record, &failure, &plugin_digest)
+                        .send_dead_letter(
+                            &record,
+                            taken.exact_headers.as_deref(),
+                            &failure,
+                            &plugin_digest,
+                        )
                         .await?,
                 );
                 counters.dead_lettered();
             }
         }
-        counters.produced_after(arrived.elapsed());
+        counters.produced_after(taken.arrived.elapsed());
         let position = Position {
             topic: record.topic,
             partition: record.partition,
             offset: record.offset,
-            arrived,
+            arrived: taken.arrived,
+            generation: taken.generation,
+            epoch: taken.epoch,
         };
-        Ok(async move {
+        Ok(Box::pin(async move {
             for p in pending {
                 p.acknowledged().await?;
             }
             Ok(position)
-        })
+        }))
+    }
+}
+
+/// Resolves with the future's output if there is one; never otherwise.
+async fn maybe<F: Future + Unpin>(future: &mut Option<F>) -> Option<F::Output> {
+    match future {
+        Some(f) => Some(f.await),
+        None => std::future::pending().await,
     }
 }
 
@@ -369,96 +487,94 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Reads records into batches until told to stop; sends the partial batch before leaving.
-///
-/// Each record takes one permit of `max-pending`. When no permit is free, or the next stage
-/// takes no batch, for longer than [`PAUSE_AFTER`], the assigned partitions are paused and the
-/// consumer keeps polling: a consumer that stops polling is thrown out of its group after
-/// `max.poll.interval.ms`, which would turn a slow model into a rebalance storm. Should a record
-/// still arrive while paused (a partition assigned meanwhile), it is taken on credit and the
-/// next permits pay for it, so the count stays exact.
-async fn read(
-    source: Arc<Source>,
-    batches: mpsc::Sender<Batch>,
-    permits: Arc<Semaphore>,
-    counters: Arc<Counters>,
-    settings: PipelineSettings,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let size = settings.batch_size;
-    let mut batch = Batch::with_capacity(size);
-    let mut full: Option<Batch> = None;
-    let mut flush_at: Option<Instant> = None;
-    let mut permit = None;
-    let mut debt = 0usize;
-    let mut stalled_since: Option<Instant> = None;
-    let mut paused = false;
-    loop {
-        let can_take = permit.is_some() && full.is_none();
-        if can_take {
-            stalled_since = None;
-            if paused {
-                source.resume();
-                paused = false;
-            }
-        } else if stalled_since.is_none() {
-            stalled_since = Some(Instant::now());
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// Notices a stream that consumes nothing while it could: nothing in flight, the reader not
+/// pausing, and no record consumed for [`STALL_AFTER`]. Whether records wait is then asked of
+/// the brokers; this only says when to ask, at most once per [`STALL_AFTER`].
+#[derive(Debug)]
+struct Watchdog {
+    consumed: u64,
+    since: Instant,
+    asked: Option<Instant>,
+}
+
+impl Watchdog {
+    fn new(now: Instant) -> Self {
+        Self {
+            consumed: 0,
+            since: now,
+            asked: None,
         }
-        let pause_at = stalled_since.filter(|_| !paused).map(|t| t + PAUSE_AFTER);
-        tokio::select! {
-            biased;
-            _ = stopped.changed() => break,
-            slot = batches.reserve(), if full.is_some() => match (slot, full.take()) {
-                (Ok(slot), Some(records)) => slot.send(records),
-                _ => return,
+    }
+
+    fn suspects(&mut self, consumed: u64, idle: bool, now: Instant) -> bool {
+        if consumed != self.consumed || !idle {
+            self.consumed = consumed;
+            self.since = now;
+            self.asked = None;
+            return false;
+        }
+        let due = now.duration_since(self.since) >= STALL_AFTER
+            && self
+                .asked
+                .is_none_or(|at| now.duration_since(at) >= STALL_AFTER);
+        if due {
+            self.asked = Some(now);
+        }
+        due
+    }
+
+    fn idle_for(&self, now: Instant) -> Duration {
+        now.duration_since(self.since)
+    }
+}
+
+/// Processes a batch: records the source refused become their dead letters' outcomes in place,
+/// the others go through the plugin and the model.
+async fn process_taken(
+    stages: Arc<Stages>,
+    records: Vec<InputRecord>,
+    taken: Vec<Taken>,
+) -> Processed {
+    if taken.iter().all(|t| t.refused.is_none()) {
+        return process(stages, records)
+            .await
+            .map(|outcomes| (outcomes, taken));
+    }
+    let digest = stages.plugin().digest().clone();
+    let mut refused = Vec::new();
+    let mut accepted = Vec::with_capacity(records.len());
+    for (i, (record, t)) in records.into_iter().zip(&taken).enumerate() {
+        match &t.refused {
+            Some(failure) => refused.push((i, record, failure.clone())),
+            None => accepted.push(record),
+        }
+    }
+    let mut processed = process(stages, accepted).await?.into_iter();
+    let mut refused = refused.into_iter().peekable();
+    let mut outcomes = Vec::with_capacity(taken.len());
+    for i in 0..taken.len() {
+        let outcome = match refused.next_if(|(at, _, _)| *at == i) {
+            Some((_, record, failure)) => Outcome {
+                record,
+                result: Err(failure),
+                plugin_digest: digest.clone(),
             },
-            () = sleep_until(flush_at), if full.is_none() => {
-                flush_at = None;
-                full = Some(std::mem::replace(&mut batch, Batch::with_capacity(size)));
-            }
-            acquired = permits.clone().acquire_owned(), if permit.is_none() => match acquired {
-                // The permit returns when a record is finished, not when this one drops.
-                Ok(p) if debt > 0 => {
-                    p.forget();
-                    debt -= 1;
-                }
-                Ok(p) => permit = Some(p),
-                Err(_) => break,
+            None => match processed.next() {
+                Some(outcome) => outcome,
+                None => break,
             },
-            () = sleep_until(pause_at) => {
-                tracing::info!("pipeline is full: pausing consumption");
-                source.pause();
-                paused = true;
-            }
-            record = source.next(), if can_take || paused => {
-                match permit.take() {
-                    Some(p) if can_take => p.forget(),
-                    other => {
-                        permit = other;
-                        debt += 1;
-                        source.pause();
-                    }
-                }
-                counters.consumed(1);
-                batch.push(record);
-                if batch.len() == 1 {
-                    flush_at = Some(Instant::now() + settings.linger);
-                }
-                if batch.len() >= size && full.is_none() {
-                    flush_at = None;
-                    full = Some(std::mem::replace(&mut batch, Batch::with_capacity(size)));
-                }
-            }
-        }
+        };
+        outcomes.push(outcome);
     }
-    if paused {
-        source.resume();
-    }
-    for records in [full, Some(batch)].into_iter().flatten() {
-        if !records.is_empty() && batches.send(records).await.is_err() {
-            return;
-        }
-    }
+    Ok((outcomes, taken))
 }
 
 /// Runs one batch through the plugin and the model. Records keep their order.

@@ -1,0 +1,323 @@
+//! The reader: takes records from the source as `max-pending` allows, cuts them into batches,
+//! and pauses the source while the pipeline cannot take more.
+//!
+//! Two small types hold its state, each tested on its own:
+//! - [`Admission`]: one permit of `max-pending` per record, the pause after the pipeline has
+//!   been full for a while, and the credit a record read while paused takes;
+//! - [`Batcher`]: the batch being filled, cut at `batch-size` records or after `linger`, and a
+//!   cut batch waiting for the next stage to take it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+use super::{Batch, sleep_until};
+use crate::config::PipelineSettings;
+use crate::metrics::Counters;
+use crate::source::{Consumed, Source};
+
+/// How long the reader may be unable to hand on records before it pauses the partitions.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// Whether a record may be taken, and whether the source should be paused.
+#[derive(Debug, Default)]
+struct Admission {
+    /// The permit the next record takes.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Records taken without a permit (read while paused); the next permits pay for them.
+    debt: usize,
+    /// Since when records could not be taken.
+    stalled_since: Option<Instant>,
+    paused: bool,
+}
+
+/// What the reader should do to the source after [`Admission::update`].
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    None,
+    Resume,
+}
+
+impl Admission {
+    /// A permit arrived: it pays a debt, or waits for the next record.
+    fn granted(&mut self, permit: OwnedSemaphorePermit) {
+        if self.debt > 0 {
+            // The permit returns when its record is committable, not when this one drops.
+            permit.forget();
+            self.debt -= 1;
+        } else {
+            self.permit = Some(permit);
+        }
+    }
+
+    fn wants_permit(&self) -> bool {
+        self.permit.is_none()
+    }
+
+    /// Given whether the next stage can take a record, returns whether the source is to be
+    /// resumed, and when it should be paused should nothing change.
+    fn update(&mut self, stage_free: bool, now: Instant) -> (Change, Option<Instant>) {
+        if self.permit.is_some() && stage_free {
+            self.stalled_since = None;
+            if self.paused {
+                self.paused = false;
+                return (Change::Resume, None);
+            }
+            return (Change::None, None);
+        }
+        let since = *self.stalled_since.get_or_insert(now);
+        let pause_at = (!self.paused).then_some(since + PAUSE_AFTER);
+        (Change::None, pause_at)
+    }
+
+    fn can_take(&self, stage_free: bool) -> bool {
+        self.permit.is_some() && stage_free
+    }
+
+    fn paused(&mut self) {
+        self.paused = true;
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// A record was read: it takes the permit, or, if there is none (read while paused, from a
+    /// partition that was being fetched already), goes on credit. Returns whether it went on
+    /// credit, in which case the source must be paused again.
+    fn take(&mut self) -> bool {
+        match self.permit.take() {
+            Some(p) => {
+                p.forget();
+                false
+            }
+            None => {
+                self.debt += 1;
+                true
+            }
+        }
+    }
+}
+
+/// The batch being filled and the one cut and waiting for the next stage.
+#[derive(Debug)]
+struct Batcher {
+    size: usize,
+    linger: Duration,
+    filling: Batch,
+    /// When the batch being filled is cut even if not full.
+    flush_at: Option<Instant>,
+    cut: Option<Batch>,
+}
+
+impl Batcher {
+    fn new(size: usize, linger: Duration) -> Self {
+        Self {
+            size,
+            linger,
+            filling: Batch::with_capacity(size),
+            flush_at: None,
+            cut: None,
+        }
+    }
+
+    /// Whether a cut batch waits for the next stage (no record may be added meanwhile).
+    fn blocked(&self) -> bool {
+        self.cut.is_some()
+    }
+
+    /// When the filling batch is due, if it is not already waiting to be cut.
+    fn flush_at(&self) -> Option<Instant> {
+        self.flush_at.filter(|_| self.cut.is_none())
+    }
+
+    fn push(&mut self, consumed: Consumed, now: Instant) {
+        self.filling.push(consumed, now);
+        if self.filling.len() == 1 {
+            self.flush_at = Some(now + self.linger);
+        }
+        if self.filling.len() >= self.size {
+            self.cut_now();
+        }
+    }
+
+    /// Cuts the filling batch (linger expired, or it is full).
+    fn cut_now(&mut self) {
+        if self.cut.is_none() && !self.filling.is_empty() {
+            self.flush_at = None;
+            self.cut = Some(std::mem::replace(
+                &mut self.filling,
+                Batch::with_capacity(self.size),
+            ));
+        }
+    }
+
+    fn take_cut(&mut self) -> Option<Batch> {
+        self.cut.take()
+    }
+
+    /// What is left at the end, in order.
+    fn finish(self) -> impl Iterator<Item = Batch> {
+        [self.cut, Some(self.filling)]
+            .into_iter()
+            .flatten()
+            .filter(|b| !b.is_empty())
+    }
+}
+
+/// Reads records into batches until told to stop; sends the partial batch before leaving.
+///
+/// When no permit is free, or the next stage takes no batch, for longer than [`PAUSE_AFTER`],
+/// the assigned partitions are paused and the consumer keeps polling: a consumer that stops
+/// polling is thrown out of its group after `max.poll.interval.ms`, which would turn a slow
+/// model into a rebalance storm.
+pub(super) async fn read(
+    source: Arc<Source>,
+    batches: mpsc::Sender<Batch>,
+    permits: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    settings: PipelineSettings,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut admission = Admission::default();
+    let mut batcher = Batcher::new(settings.batch_size, settings.linger);
+    loop {
+        let stage_free = !batcher.blocked();
+        let (change, pause_at) = admission.update(stage_free, Instant::now());
+        if change == Change::Resume {
+            source.resume();
+        }
+        let can_take = admission.can_take(stage_free);
+        tokio::select! {
+            biased;
+            _ = stopped.changed() => break,
+            slot = batches.reserve(), if batcher.blocked() => match (slot, batcher.take_cut()) {
+                (Ok(slot), Some(batch)) => slot.send(batch),
+                _ => return,
+            },
+            () = sleep_until(batcher.flush_at()), if stage_free => batcher.cut_now(),
+            acquired = permits.clone().acquire_owned(), if admission.wants_permit() => match acquired {
+                Ok(p) => admission.granted(p),
+                Err(_) => break,
+            },
+            () = sleep_until(pause_at) => {
+                tracing::info!("pipeline is full: pausing consumption");
+                source.pause();
+                admission.paused();
+            }
+            consumed = source.next(), if can_take || admission.is_paused() => {
+                if admission.take() {
+                    source.pause();
+                }
+                counters.consumed(1);
+                batcher.push(consumed, Instant::now());
+            }
+        }
+    }
+    if admission.is_paused() {
+        source.resume();
+    }
+    for batch in batcher.finish() {
+        if batches.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::InputRecord;
+
+    fn consumed(offset: i64) -> Consumed {
+        Consumed {
+            record: InputRecord {
+                topic: Arc::from("in"),
+                partition: 0,
+                offset,
+                timestamp: None,
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            },
+            generation: 1,
+            exact_headers: None,
+            refused: None,
+        }
+    }
+
+    fn offsets(batch: &Batch) -> Vec<i64> {
+        batch.records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_batch_is_cut_when_full_and_nothing_is_added_until_it_is_taken() {
+        let now = Instant::now();
+        let mut b = Batcher::new(2, Duration::from_millis(5));
+        b.push(consumed(0), now);
+        assert!(!b.blocked());
+        assert_eq!(b.flush_at(), Some(now + Duration::from_millis(5)));
+        b.push(consumed(1), now);
+        assert!(b.blocked());
+        assert_eq!(b.flush_at(), None, "a waiting batch has no linger");
+        assert_eq!(offsets(&b.take_cut().expect("cut")), [0, 1]);
+        assert!(!b.blocked());
+    }
+
+    #[test]
+    fn linger_cuts_a_partial_batch_and_the_end_keeps_order() {
+        let now = Instant::now();
+        let mut b = Batcher::new(10, Duration::from_millis(5));
+        b.cut_now();
+        assert!(!b.blocked(), "nothing to cut");
+        b.push(consumed(0), now);
+        b.cut_now();
+        b.push(consumed(1), now);
+        let rest: Vec<_> = b.finish().map(|batch| offsets(&batch)).collect();
+        assert_eq!(rest, [vec![0], vec![1]]);
+    }
+
+    #[tokio::test]
+    async fn a_record_read_while_paused_goes_on_credit_and_the_next_permit_pays() {
+        let permits = Arc::new(Semaphore::new(2));
+        let mut a = Admission::default();
+        let now = Instant::now();
+        assert_eq!(a.update(true, now), (Change::None, Some(now + PAUSE_AFTER)));
+        a.paused();
+        assert_eq!(
+            a.update(true, now).1,
+            None,
+            "already paused: no second pause"
+        );
+        assert!(a.take(), "no permit: taken on credit");
+        a.granted(permits.clone().acquire_owned().await.expect("permit"));
+        assert!(a.wants_permit(), "the permit paid the debt");
+        assert_eq!(permits.available_permits(), 1, "and stays taken");
+        a.granted(permits.clone().acquire_owned().await.expect("permit"));
+        assert!(!a.wants_permit());
+        assert_eq!(a.update(true, now), (Change::Resume, None));
+        assert!(!a.take());
+        assert_eq!(permits.available_permits(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_stage_pauses_after_a_while_even_with_permits() {
+        let permits = Arc::new(Semaphore::new(1));
+        let mut a = Admission::default();
+        a.granted(permits.clone().acquire_owned().await.expect("permit"));
+        let now = Instant::now();
+        assert_eq!(a.update(true, now), (Change::None, None));
+        assert_eq!(
+            a.update(false, now),
+            (Change::None, Some(now + PAUSE_AFTER))
+        );
+        let later = now + Duration::from_millis(100);
+        assert_eq!(
+            a.update(false, later).1,
+            Some(now + PAUSE_AFTER),
+            "since the first stall"
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! The Kafka source: a consumer-group member that reads the input topic and stores offsets only
+//! when the pipeline says every record below them is finished (`enable.auto.offset.store=false`;
+//! the stored offsets are committed in the background and once more at shutdown).
+//!
+//! Rebalances are followed explicitly ([`ownership`]): an offset is stored only for a partition
+//! this member still owns under the assignment its record was read in, and the reader's pause
+//! applies to partitions assigned while it lasts.
+
+mod ownership;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, Timestamp};
+
+use crate::config::KafkaSettings;
+use crate::contract::{Header, InputRecord};
+use crate::failure::{Failure, Fault};
+use crate::kafka::headers::{self, RawHeader};
+use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
+pub use ownership::NOT_OWNED;
+use ownership::{Ownership, SourceContext};
+
+/// Why the source could not start or keep going.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(#[source] KafkaError),
+    #[error("cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("input topic {topic:?} does not exist on {brokers}")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot subscribe to {topic:?}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot commit offsets: {0}")]
+    Commit(#[source] KafkaError),
+}
+
+/// A record as consumed, with what the pipeline needs besides the plugin's view of it.
+#[derive(Debug)]
+pub struct Consumed {
+    pub record: InputRecord,
+    /// The assignment its partition was read under (see [`ownership`]).
+    pub generation: u64,
+    /// The headers byte for byte, when the record's own cannot say them exactly (a null value
+    /// reaches the plugin as empty); its dead letter is written from these.
+    pub exact_headers: Option<Vec<RawHeader>>,
+    /// Why the record cannot go to the plugin at all; it is dead-lettered as it is.
+    pub refused: Option<Failure>,
+}
+
+/// The consumer of the input topic.
+pub struct Source {
+    consumer: StreamConsumer<SourceContext>,
+    ownership: Arc<Ownership>,
+    topic: String,
+    /// The topic's name as records carry it: shared, so that no record allocates it.
+    shared_topic: Arc<str>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// Creates the consumer, checks that the brokers answer and the input topic exists, and
+    /// subscribes.
+    ///
+    /// # Errors
+    /// [`SourceError`] naming the brokers or the topic.
+    pub async fn connect(settings: &KafkaSettings) -> Result<Self, SourceError> {
+        let config = consumer_config(settings);
+        let ownership = Arc::new(Ownership::default());
+        let context = SourceContext {
+            kafka: KafkaContext::default(),
+            ownership: ownership.clone(),
+        };
+        let consumer: StreamConsumer<SourceContext> = config
+            .create_with_context(context)
+            .map_err(SourceError::Create)?;
+        let topic = settings.input_topic.clone();
+        let timeout = settings.startup_timeout;
+        let (consumer, missing) = missing_topics(consumer, vec![topic.clone()], timeout)
+            .await
+            .map_err(|source| SourceError::Unreachable {
+                brokers: settings.brokers.clone(),
+                timeout,
+                source,
+            })?;
+        if !missing.is_empty() {
+            return Err(SourceError::NoTopic {
+                topic,
+                brokers: settings.brokers.clone(),
+            });
+        }
+        consumer
+            .subscribe(&[topic.as_str()])
+            .map_err(|source| SourceError::Subscribe {
+                topic: topic.clone(),
+                source,
+            })?;
+        Ok(Self {
+            consumer,
+            ownership,
+            shared_topic: Arc::from(topic.as_str()),
+            topic,
+        })
+    }
+
+    /// Waits for the next record. Transient consumer errors are logged and skipped: librdkafka
+    /// reconnects by itself.
+    pub async fn next(&self) -> Consumed {
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    // Rebalance callbacks run inside `recv`, before any record of a new
+                    // assignment is returned: the generation read now is the record's own.
+                    let generation = self
+                        .ownership
+                        .generation(message.topic(), message.partition());
+                    return to_record(&message, &self.shared_topic, generation);
+                }
+                Err(error) => tracing::warn!(topic = %self.topic, %error, "consumer error"),
+            }
+        }
+    }
+
+    /// Marks every record of the partition up to and including `offset` as finished, for the
+    /// next commit, if the partition is still owned under the `generation` its records were
+    /// read in. Otherwise nothing is stored: its current owner reads those records again.
+    pub fn finished_up_to(&self, topic: &str, partition: i32, offset: i64, generation: u64) {
+        let owned = self
+            .ownership
+            .while_owned(topic, partition, generation, || {
+                if let Err(error) = self.consumer.store_offset(topic, partition, offset) {
+                    tracing::debug!(topic, partition, offset, %error, "offset not stored");
+                }
+            });
+        if !owned {
+            tracing::debug!(
+                topic,
+                partition,
+                offset,
+                "partition no longer owned: offset not stored"
+            );
+        }
+    }
+
+    /// Stops fetching from every assigned partition, and from any assigned until
+    /// [`Source::resume`]; polling goes on.
+    pub fn pause(&self) {
+        self.ownership
+            .set_paused(true, || self.apply_to_assignment(true));
+    }
+
+    /// Fetches again from every assigned partition.
+    pub fn resume(&self) {
+        self.ownership
+            .set_paused(false, || self.apply_to_assignment(false));
+        tracing::info!("consumption resumed");
+    }
+
+    /// Whether the reader asked for the partitions to be paused.
+    pub fn is_paused(&self) -> bool {
+        self.ownership.is_paused()
+    }
+
+    /// How many assignments this member has had since it started.
+    pub fn assignments(&self) -> u64 {
+        self.ownership.assignments()
+    }
+
+    fn apply_to_assignment(&self, paused: bool) {
+        let applied = self.consumer.assignment().and_then(|assigned| {
+            if paused {
+                self.consumer.pause(&assigned)
+            } else {
+                self.consumer.resume(&assigned)
+            }
+        });
+        if let Err(error) = applied {
+            tracing::warn!(%error, paused, "cannot pause or resume the assigned partitions");
+        }
+    }
+
+    /// Records waiting in the assigned partitions beyond what this member has read, summed:
+    /// from its position, or the committed offset where it has read nothing yet (a partition
+    /// paused since its assignment), to the high watermark. Asks the brokers, so it blocks for
+    /// up to `timeout` per question. `None` when nothing is assigned or the brokers do not
+    /// answer.
+    pub fn waiting(&self, timeout: Duration) -> Option<i64> {
+        let positions = self.consumer.position().ok()?;
+        let unread: Vec<_> = positions
+            .elements()
+            .iter()
+            .filter(|e| !matches!(e.offset(), rdkafka::Offset::Offset(_)))
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let committed = if unread.is_empty() {
+            rdkafka::TopicPartitionList::new()
+        } else {
+            let mut list = rdkafka::TopicPartitionList::new();
+            for (topic, partition) in &unread {
+                list.add_partition(topic, *partition);
+            }
+            self.consumer.committed_offsets(list, timeout).ok()?
+        };
+        let mut waiting = 0;
+        for e in positions.elements() {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .ok()?;
+            let from = match e.offset() {
+                rdkafka::Offset::Offset(at) => at,
+                _ => match committed
+                    .find_partition(e.topic(), e.partition())
+                    .map(|c| c.offset())
+                {
+                    Some(rdkafka::Offset::Offset(at)) => at,
+                    _ => low,
+                },
+            };
+            waiting += (high - from).max(0);
+        }
+        (positions.count() > 0).then_some(waiting)
+    }
+
+    /// Commits the stored offsets now, waiting for the broker's answer.
+    ///
+    /// # Errors
+    /// [`SourceError::Commit`].
+    pub fn commit(&self) -> Result<(), SourceError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing stored since the last commit.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(SourceError::Commit(e)),
+        }
+    }
+
+    /// Leaves the group.
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+}
+
+/// The consumer's librdkafka properties: the runtime's own, then its defaults, then what
+/// `[kafka.consumer]` sets (which wins over the defaults; owned keys are refused by the config).
+fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in crate::config::defaults::CONSUMER {
+        config.set(*k, *v);
+    }
+    for (k, v) in &settings.consumer.0 {
+        config.set(k, v);
+    }
+    config
+}
+
+impl MetadataClient for StreamConsumer<SourceContext> {
+    fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
+        let md = self.fetch_metadata(Some(topic), timeout)?;
+        Ok(has_topic(&md, topic))
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>, generation: u64) -> Consumed {
+    let raw = headers::read(message);
+    let (headers, exact_headers, refused) = contract_headers(raw);
+    let timestamp = match message.timestamp() {
+        Timestamp::NotAvailable => None,
+        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+    };
+    let record = InputRecord {
+        topic: if message.topic() == &**topic {
+            topic.clone()
+        } else {
+            Arc::from(message.topic())
+        },
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp,
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+    };
+    Consumed {
+        record,
+        generation,
+        exact_headers,
+        refused,
+    }
+}
+
+/// The headers as the plugin contract has them (text keys, byte values), with the raw ones
+/// kept when that loses something, and the reason the record is refused when a key is not
+/// text.
+fn contract_headers(raw: Vec<RawHeader>) -> (Vec<Header>, Option<Vec<RawHeader>>, Option<Failure>) {
+    let exact = raw
+        .iter()
+        .all(|h| h.value.is_some() && std::str::from_utf8(&h.key).is_ok());
+    if exact {
+        let headers = raw
+            .into_iter()
+            .map(|h| Header {
+                key: String::from_utf8(h.key).unwrap_or_default(),
+                value: h.value.unwrap_or_default(),
+            })
+            .collect();
+        return (headers, None, None);
+    }
+    let refused = raw
+        .iter()
+        .position(|h| std::str::from_utf8(&h.key).is_err())
+        .map(|i| {
+            Failure::new(
+                "invalid-header",
+                Fault::Record,
+                format!(
+                    "header {i}'s key is not UTF-8 ({}); the plugin contract takes text keys",
+                    escape(&raw[i].key)
+                ),
+            )
+        });
+    let headers = raw
+        .iter()
+        .map(|h| Header {
+            key: String::from_utf8_lossy(&h.key).into_owned(),
+            value: h.value.clone().unwrap_or_default(),
+        })
+        .collect();
+    (headers, Some(raw), refused)
+}
+
+/// Bytes as text, with what is not printable ASCII written `\xNN`; at most 64 bytes shown.
+fn escape(bytes: &[u8]) -> String {
+    let mut shown: String = bytes
+        .iter()
+        .take(64)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    if bytes.len() > 64 {
+        shown.push_str(&format!("... ({} bytes)", bytes.len()));
+    }
+    format!("\"{shown}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Passthrough;
+
+    fn raw(key: &[u8], value: Option<&[u8]>) -> RawHeader {
+        RawHeader {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn text_keys_with_values_reach_the_plugin_as_they_are() {
+        let (headers, exact, refused) =
+            contract_headers(vec![raw(b"a", Some(&[0, 255])), raw(b"a", Some(b""))]);
+        assert_eq!(headers.len(), 2, "duplicates kept");
+        assert_eq!(headers[0].value, [0, 255]);
+        assert!(exact.is_none() && refused.is_none());
+    }
+
+    #[test]
+    fn a_null_value_is_empty_for_the_plugin_and_kept_for_the_dead_letter() {
+        let (headers, exact, refused) = contract_headers(vec![raw(b"n", None)]);
+        assert_eq!(headers[0].value, b"");
+        assert_eq!(exact, Some(vec![raw(b"n", None)]));
+        assert!(refused.is_none());
+    }
+
+    #[test]
+    fn a_key_that_is_not_text_refuses_the_record_naming_the_header() {
+        let original = vec![raw(b"ok", Some(b"1")), raw(&[0xff, b'x'], Some(b"2"))];
+        let (_, exact, refused) = contract_headers(original.clone());
+        let refused = refused.expect("refused");
+        assert_eq!(refused.reason, "invalid-header");
+        assert_eq!(refused.fault, Fault::Record);
+        assert!(
+            refused.message.contains("header 1") && refused.message.contains("\\xffx"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            exact,
+            Some(original),
+            "the dead letter gets the bytes as they came"
+        );
+    }
+
+    #[test]
+    fn consumer_defaults_apply_unless_the_config_sets_them() {
+        let mut settings = KafkaSettings::default();
+        let defaulted = consumer_config(&settings);
+        for (key, value) in crate::config::defaults::CONSUMER {
+            assert_eq!(defaulted.get(key), Some(*value), "{key}");
+        }
+        assert_eq!(defaulted.get("enable.auto.offset.store"), Some("false"));
+
+        settings.consumer = Passthrough(vec![("fetch.wait.max.ms".into(), "500".into())]);
+        let overridden = consumer_config(&settings);
+        assert_eq!(overridden.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(overridden.get("queued.max.messages.kbytes"), Some("16384"));
+    }
+}
