@@ -109,7 +109,11 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            stream(&runtime, settings)
+            let code = stream(&runtime, settings);
+            // Work that cannot end (a librdkafka call waiting on a broker that is gone) must not
+            // hold the exit past the shutdown's own deadline.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
         }
         Some(Command::Check {
             plugin,
@@ -238,8 +242,20 @@ fn stream(runtime: &tokio::runtime::Runtime, settings: Settings) -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on the first SIGINT or SIGTERM, and from then on exits the process at once on the
+/// second: an operator who asks twice does not wait for the drain (unfinished records are read
+/// again after the restart, as after a crash).
 async fn shutdown_signal() {
+    signalled().await;
+    tokio::spawn(async {
+        signalled().await;
+        tracing::warn!("second signal: exiting at once without finishing the records in flight");
+        std::process::exit(130);
+    });
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn signalled() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

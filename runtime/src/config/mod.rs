@@ -39,7 +39,7 @@ pub mod defaults {
     pub const LINGER: Duration = Duration::from_millis(5);
     pub const MAX_PENDING: usize = 10_000;
     pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
-    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
     pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// librdkafka consumer properties the runtime sets unless `[kafka.consumer]` overrides them.

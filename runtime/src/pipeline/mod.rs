@@ -38,7 +38,7 @@ use crate::kafka::headers::RawHeader;
 use crate::metrics::{Counters, Summary, millis};
 use crate::offsets::OffsetTracker;
 use crate::plugin::{PluginError, PluginPool};
-use crate::sink::{PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
+use crate::sink::{Form, PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
 use crate::source::{Consumed, Source};
 
 /// How often the counters are logged.
@@ -46,6 +46,9 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How long nothing may be consumed, with nothing in flight and the reader not pausing, before
 /// the brokers are asked whether records wait (and a stall is reported if they do).
 const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// The final commit's least wait, even when the drain used the whole deadline.
+const COMMIT_AT_LEAST: Duration = Duration::from_secs(2);
 
 /// Why the pipeline stopped before its shutdown was asked for, or could not finish it.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,8 @@ struct Taken {
     epoch: u64,
     exact_headers: Option<Vec<RawHeader>>,
     refused: Option<Failure>,
+    /// How much of the record its dead letter carries.
+    form: Form,
 }
 
 /// A record's place in its partition, to finish it once acknowledged, and when the reader took
@@ -121,6 +126,7 @@ impl Batch {
             epoch: 0,
             exact_headers,
             refused,
+            form: Form::Full,
         });
     }
 
@@ -186,14 +192,14 @@ impl std::fmt::Debug for Pipeline {
 }
 
 type Processed = Result<(Vec<Outcome>, Vec<Taken>), PipelineError>;
-type Acknowledged = Result<Position, SinkError>;
-type Enqueuing<'a> = Pin<
-    Box<
-        dyn Future<Output = Result<Pin<Box<dyn Future<Output = Acknowledged> + Send>>, SinkError>>
-            + Send
-            + 'a,
-    >,
->;
+/// What a record's acknowledgements say: it is finished, or the broker refused a record of it
+/// for good and it must be produced again as a dead letter.
+enum Acked {
+    Finished(Position),
+    Retry(Box<(Outcome, Taken)>),
+}
+type Acknowledging = Pin<Box<dyn Future<Output = Result<Acked, SinkError>> + Send>>;
+type Enqueuing<'a> = Pin<Box<dyn Future<Output = Result<Acknowledging, SinkError>> + Send + 'a>>;
 
 impl Pipeline {
     pub fn new(
@@ -263,10 +269,7 @@ impl Pipeline {
         let flushed = self
             .sink
             .flush(until.saturating_duration_since(Instant::now()));
-        if let Err(error) = self.source.commit() {
-            tracing::error!(%error, "final offset commit failed; the next run reads those records again");
-        }
-        self.source.close();
+        self.final_commit(until).await;
         let summary = self.stages.counters.summary();
         match Arc::try_unwrap(self.stages) {
             Ok(stages) => match Arc::try_unwrap(stages.plugin()) {
@@ -278,6 +281,31 @@ impl Pipeline {
         result?;
         flushed?;
         Ok(summary)
+    }
+
+    /// Commits what is stored and leaves the group, waiting no longer than `until` (and at
+    /// least [`COMMIT_AT_LEAST`]): with the brokers gone, librdkafka would wait for them.
+    async fn final_commit(&self, until: Instant) {
+        let source = self.source.clone();
+        let committing = tokio::task::spawn_blocking(move || {
+            let committed = source.commit();
+            source.close();
+            committed
+        });
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .max(COMMIT_AT_LEAST);
+        match tokio::time::timeout(wait, committing).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::error!(%error, "final offset commit failed; the next run reads those records again");
+            }
+            Ok(Err(panicked)) => tracing::error!(error = %panicked, "final offset commit failed"),
+            Err(_) => tracing::error!(
+                waited = ?wait,
+                "final offset commit did not finish; the next run reads the records since the last commit again"
+            ),
+        }
     }
 
     async fn drive(
@@ -318,7 +346,13 @@ impl Pipeline {
                     return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
                 }
                 Some(acked) = acks.next() => {
-                    let Position { topic, partition, offset, arrived, generation, epoch } = acked?;
+                    let Position { topic, partition, offset, arrived, generation, epoch } = match acked? {
+                        Acked::Finished(position) => position,
+                        Acked::Retry(again) => {
+                            ready.push_front(*again);
+                            continue;
+                        }
+                    };
                     self.stages.counters.acknowledged_after(arrived.elapsed());
                     let finished = tracker.finished(&topic, partition, offset, epoch);
                     permits.add_permits(finished.released);
@@ -390,39 +424,32 @@ impl Pipeline {
 
     /// Enqueues a record's outputs (or its dead letter) and returns the wait for their
     /// acknowledgements.
-    async fn produce(
-        &self,
-        outcome: Outcome,
-        taken: Taken,
-    ) -> Result<Pin<Box<dyn Future<Output = Acknowledged> + Send>>, SinkError> {
+    async fn produce(&self, outcome: Outcome, taken: Taken) -> Result<Acknowledging, SinkError> {
         let Outcome {
             record,
             result,
             plugin_digest,
         } = outcome;
-        let digest_header = [(PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes())];
         let counters = &self.stages.counters;
         let mut pending: Vec<Pending> = Vec::new();
+        let mut dead_letter = false;
         let result = match result {
             Ok(outputs) if outputs.is_empty() => {
                 counters.skipped();
                 Ok(())
             }
             Ok(outputs) => {
+                let digest_header = [(PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes())];
                 pending.reserve(outputs.len());
                 let mut refused = Ok(());
                 for output in &outputs {
                     match self.sink.send(output, &digest_header).await {
                         Ok(p) => pending.push(p),
-                        // The broker client refuses this record (too large, a topic the plugin
-                        // named that does not exist): the input is dead-lettered with the reason;
-                        // outputs already sent stay sent (at-least-once).
-                        Err(SinkError::Produce { topic, source }) => {
-                            refused = Err(Failure::new(
-                                "output-refused",
-                                Fault::Plugin,
-                                format!("an output record for {topic:?} was refused: {source}"),
-                            ));
+                        // The broker client refuses this record for good (too large, a topic
+                        // the plugin named that does not exist): the input is dead-lettered
+                        // with the reason; outputs already sent stay sent (at-least-once).
+                        Err(error) if error.refused_for_good() => {
+                            refused = Err(output_refused(&error));
                             break;
                         }
                         Err(other) => return Err(other),
@@ -433,43 +460,79 @@ impl Pipeline {
             }
             Err(failure) => Err(failure),
         };
-        match result {
-            Ok(()) => {}
-            Err(failure) => {
-                tracing::warn!(
-                    topic = %record.topic, partition = record.partition, offset = record.offset,
-                    reason = failure.reason, fault = %failure.fault, error = %failure.message,
-                    "record sent to the dead-letter topic"
-                );
-                pending.push(
+        if let Err(failure) = &result {
+            tracing::warn!(
+                topic = %record.topic, partition = record.partition, offset = record.offset,
+                reason = failure.reason, fault = %failure.fault, error = %failure.message,
+                "record sent to the dead-letter topic"
+            );
+            dead_letter = true;
+            let exact = taken.exact_headers.as_deref();
+            let sent = match self
+                .sink
+                .send_dead_letter(&record, exact, failure, &plugin_digest, taken.form)
+                .await
+            {
+                Err(error) if error.refused_for_good() && taken.form == Form::Full => {
+                    tracing::warn!(%error, "dead letter refused: sending it without the input's data");
                     self.sink
-                        .send_dead_letter(
-                            &record,
-                            taken.exact_headers.as_deref(),
-                            &failure,
-                            &plugin_digest,
-                        )
-                        .await?,
-                );
-                counters.dead_lettered();
-            }
+                        .send_dead_letter(&record, exact, failure, &plugin_digest, Form::Minimal)
+                        .await
+                }
+                other => other,
+            };
+            pending.push(sent?);
+            counters.dead_lettered();
         }
         counters.produced_after(taken.arrived.elapsed());
-        let position = Position {
-            topic: record.topic,
-            partition: record.partition,
-            offset: record.offset,
-            arrived: taken.arrived,
-            generation: taken.generation,
-            epoch: taken.epoch,
-        };
         Ok(Box::pin(async move {
             for p in pending {
-                p.acknowledged().await?;
+                if let Err(error) = p.acknowledged().await {
+                    // Refused by the broker for good: an output's input goes to the dead-letter
+                    // topic; a dead letter goes again with nothing of its input. Anything else
+                    // (the brokers gone past `message.timeout.ms`) stops the run.
+                    let retry =
+                        error.refused_for_good() && (!dead_letter || taken.form == Form::Full);
+                    if !retry {
+                        return Err(error);
+                    }
+                    let failure = match result {
+                        Err(failure) => failure,
+                        Ok(()) => output_refused(&error),
+                    };
+                    tracing::warn!(%error, "the broker refused a record it had been given");
+                    let form = if dead_letter {
+                        Form::Minimal
+                    } else {
+                        Form::Full
+                    };
+                    let outcome = Outcome {
+                        record,
+                        result: Err(failure),
+                        plugin_digest,
+                    };
+                    return Ok(Acked::Retry(Box::new((outcome, Taken { form, ..taken }))));
+                }
             }
-            Ok(position)
+            Ok(Acked::Finished(Position {
+                topic: record.topic,
+                partition: record.partition,
+                offset: record.offset,
+                arrived: taken.arrived,
+                generation: taken.generation,
+                epoch: taken.epoch,
+            }))
         }))
     }
+}
+
+/// Why an input is dead-lettered when the broker refuses one of its outputs.
+fn output_refused(error: &SinkError) -> Failure {
+    Failure::new(
+        "output-refused",
+        Fault::Plugin,
+        format!("an output record was refused: {error}"),
+    )
 }
 
 /// Resolves with the future's output if there is one; never otherwise.

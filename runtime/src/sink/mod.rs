@@ -2,6 +2,8 @@
 //! that resolves when the broker has acknowledged it. The pipeline counts a record as finished
 //! only once all of its acknowledgements are in.
 
+mod dead_letter;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +17,13 @@ use crate::contract::{InputRecord, OutputRecord};
 use crate::failure::Failure;
 use crate::kafka::headers::{self, RawHeader};
 use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
+pub use dead_letter::Form;
 
 /// The header naming the plugin (by content digest) that made an output or refused an input.
 pub const PLUGIN_DIGEST_HEADER: &str = "plugin-digest";
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MAX_MESSAGE: usize = 1_000_000;
 
 /// How long to wait before retrying when librdkafka's send queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
@@ -65,6 +71,34 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// Whether the broker (or its client) refused this one record for good: too large, a
+    /// topic that does not exist or may not be written, a record it calls invalid. Such a
+    /// record's input is dead-lettered; any other failure (the brokers unreachable until
+    /// `message.timeout.ms`) stops the run, since every record would fail alike.
+    pub fn refused_for_good(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        let (Self::Produce { source, .. } | Self::Delivery { source, .. }) = self else {
+            return false;
+        };
+        matches!(
+            source.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::MessageBatchTooLarge
+                    | C::InvalidMessage
+                    | C::InvalidRecord
+                    | C::InvalidTopic
+                    | C::TopicAuthorizationFailed
+                    | C::PolicyViolation
+                    | C::UnknownTopic
+                    | C::UnknownPartition
+                    | C::UnknownTopicOrPartition
+            )
+        )
+    }
+}
+
 /// The producer of output records and dead letters.
 #[derive(Clone)]
 pub struct Sink {
@@ -72,6 +106,8 @@ pub struct Sink {
     /// Shared with every pending record, which names its topic should delivery fail.
     output_topic: Arc<str>,
     dead_letter_topic: Arc<str>,
+    /// The producer's `message.max.bytes`: dead letters are cut to fit it.
+    max_message: usize,
 }
 
 impl std::fmt::Debug for Sink {
@@ -159,10 +195,19 @@ impl Sink {
                 brokers: settings.brokers.clone(),
             });
         }
+        let max_message = settings
+            .producer
+            .0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE);
         Ok(Self {
             producer,
             output_topic: settings.output_topic.as_str().into(),
             dead_letter_topic: settings.dead_letter_topic.as_str().into(),
+            max_message,
         })
     }
 
@@ -196,7 +241,7 @@ impl Sink {
 
     /// Enqueues the dead letter of `input`: its key, value and headers as consumed (`exact`
     /// headers when the record's own could not hold them byte for byte), plus the reason and
-    /// where it came from.
+    /// where it came from, cut to fit the size limit as [`Form`] says.
     ///
     /// # Errors
     /// As [`Sink::send`].
@@ -206,35 +251,20 @@ impl Sink {
         exact: Option<&[RawHeader]>,
         failure: &Failure,
         plugin_digest: &str,
+        form: Form,
     ) -> Result<Pending, SinkError> {
-        let partition = input.partition.to_string();
-        let offset = input.offset.to_string();
-        let extra = [
-            ("dead-letter-reason", failure.reason.as_bytes()),
-            ("dead-letter-message", failure.message.as_bytes()),
-            ("dead-letter-fault", failure.fault.as_str().as_bytes()),
-            ("source-topic", input.topic.as_bytes()),
-            ("source-partition", partition.as_bytes()),
-            ("source-offset", offset.as_bytes()),
-            (PLUGIN_DIGEST_HEADER, plugin_digest.as_bytes()),
-        ];
-        let headers = match exact {
-            Some(raw) => build_headers(
-                raw.iter().map(|h| (h.key.as_slice(), h.value.as_deref())),
-                &extra,
-            ),
-            None => build_headers(
-                input
-                    .headers
-                    .iter()
-                    .map(|h| (h.key.as_bytes(), Some(h.value.as_slice()))),
-                &extra,
-            ),
-        };
+        let letter =
+            dead_letter::shape(input, exact, failure, plugin_digest, self.max_message, form);
+        let notes: Vec<(&str, &[u8])> = letter
+            .notes
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        let headers = build_headers(letter.headers.iter().copied(), &notes);
         self.enqueue(
             self.dead_letter_topic.clone(),
-            input.key.as_deref(),
-            input.value.as_deref(),
+            letter.key,
+            letter.value,
             headers,
         )
         .await
