@@ -30,7 +30,9 @@ fn unhex(value: &Value) -> anyhow::Result<Option<Vec<u8>>> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).with_context(|| format!("not hex: {text:?}")))
+        .map(|i| {
+            u8::from_str_radix(&text[i..i + 2], 16).with_context(|| format!("not hex: {text:?}"))
+        })
         .collect::<anyhow::Result<Vec<u8>>>()
         .map(Some)
 }
@@ -120,7 +122,12 @@ fn read(brokers: &str, topic: &str, count: usize, timeout: Duration) -> anyhow::
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["produce", brokers, topic] => produce(brokers, topic).await,
         ["read", brokers, topic, count, timeout] => read(
             brokers,

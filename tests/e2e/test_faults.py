@@ -171,3 +171,100 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(b
     assert all(w <= bound for w in windows), f"re-read windows {windows} exceed {bound}"
     assert duplicated <= sum(windows), "duplicates beyond what the crashes left uncommitted"
     assert kafka.committed_offsets(broker.bootstrap, topics.group, topics.input) == produced.end_offsets()
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker for one test, which it may stop and resume without disturbing the others."""
+    started = services.start_broker(tmp_path)
+    try:
+        yield started
+    finally:
+        started.signal(signal.SIGCONT)
+        started.stop()
+
+
+def own_overrides(overrides: dict, broker: services.Broker, topics) -> dict:
+    kafka.create_topics(broker.bootstrap, {topics.input: 4, topics.output: 4, topics.dead_letter: 1})
+    return {**embedded(overrides), "kafka.brokers": broker.bootstrap}
+
+
+OUTAGE = 20.0
+
+
+def test_broker_stopped_for_20s_mid_run_the_runtime_rides_through(own_broker, topics, overrides, start_runtime):
+    """The broker process frozen (SIGSTOP) for 20 s with the pipeline full: sessions time out, the
+    partitions are revoked and assigned again, and the same runtime goes on to the end with
+    nothing lost (a partition assigned again used to stay paused: consumption stopped for good)."""
+    count = 100_000
+    settings = {**own_overrides(overrides, own_broker, topics), "pipeline.max-pending": 2_000}
+    inputs = fraud.input_records(SEED + 32, count)
+    kafka.produce(own_broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
+    ids = {r.transaction["id"] for r in inputs}
+    runtime = start_runtime(settings)
+    with kafka.TopicReader(own_broker.bootstrap, topics.output) as reader:
+        outputs = read_while_running(reader, runtime, count // 5, OUTPUT_TIMEOUT)
+        own_broker.signal(signal.SIGSTOP)
+        time.sleep(OUTAGE)
+        own_broker.signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        before = len(outputs)
+        recovered = None
+        missing = ids - set(ids_of(outputs))
+        deadline = resumed + OUTPUT_TIMEOUT
+        while missing and time.monotonic() < deadline and runtime.running():
+            outputs += reader.read(len(missing), timeout=1.0)
+            if recovered is None and len(outputs) > before:
+                recovered = time.monotonic() - resumed
+            missing = ids - set(ids_of(outputs))
+        assert runtime.running(), f"the runtime did not ride through the outage:\n{runtime.tail()}"
+        runtime.signal(signal.SIGTERM)
+        assert runtime.wait(STOP_TIMEOUT) == 0
+        outputs += reader.drain(idle=1.0)
+    seen = ids_of(outputs)
+    missing = sorted(ids - set(seen))
+    report("broker-sigstop", records_in=count, out=len(outputs), dead_lettered=0,
+           duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), outage_s=OUTAGE,
+           recovered_after_s=None if recovered is None else round(recovered, 1),
+           assignments=runtime.log().count("partitions assigned"))
+    assert not missing, f"ids never scored after the outage: {some(missing)}"
+
+
+def test_an_outage_longer_than_message_timeout_stops_the_run_and_a_restart_loses_nothing(
+    own_broker, topics, overrides, start_runtime
+):
+    """With message.timeout.ms below the outage the producer gives up on its records: the
+    runtime exits non-zero (never exit 0 with records lost), and a restart finishes the work."""
+    count = 60_000
+    settings = {
+        **own_overrides(overrides, own_broker, topics),
+        'kafka.producer."message.timeout.ms"': 5_000,
+        "pipeline.shutdown-timeout": "5s",
+    }
+    inputs = fraud.input_records(SEED + 33, count)
+    kafka.produce(own_broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
+    ids = {r.transaction["id"] for r in inputs}
+    first = start_runtime(settings)
+    with kafka.TopicReader(own_broker.bootstrap, topics.output) as reader:
+        outputs = read_while_running(reader, first, count // 5, OUTPUT_TIMEOUT)
+        own_broker.signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        status = first.wait(OUTAGE + 20)
+        exited_after = time.monotonic() - stopped
+        own_broker.signal(signal.SIGCONT)
+        assert status not in (None, 0), f"status {status}: the runtime must fail when records time out\n{first.tail()}"
+        second = start_runtime(settings)
+        missing = ids - set(ids_of(outputs))
+        deadline = time.monotonic() + OUTPUT_TIMEOUT
+        while missing and time.monotonic() < deadline and second.running():
+            outputs += reader.read(len(missing), timeout=1.0)
+            missing = ids - set(ids_of(outputs))
+        second.signal(signal.SIGTERM)
+        assert second.wait(STOP_TIMEOUT) == 0
+        outputs += reader.drain(idle=1.0)
+    seen = ids_of(outputs)
+    missing = sorted(ids - set(seen))
+    report("broker-outage-past-message-timeout", records_in=count, out=len(outputs), dead_lettered=0,
+           duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), exit_status=status,
+           exited_after_s=round(exited_after, 1))
+    assert not missing, f"ids never scored after the restart: {some(missing)}"

@@ -47,6 +47,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// the brokers are asked whether records wait (and a stall is reported if they do).
 const STALL_AFTER: Duration = Duration::from_secs(30);
 
+/// How long the consumer may take to close once the offsets are committed.
+const CLOSE_AT_MOST: Duration = Duration::from_secs(2);
 /// The final commit's least wait, even when the drain used the whole deadline.
 const COMMIT_AT_LEAST: Duration = Duration::from_secs(2);
 
@@ -238,7 +240,7 @@ impl Pipeline {
         let (stop, stopped) = watch::channel(false);
         let (batches_tx, batches) = mpsc::channel(2);
         let permits = Arc::new(Semaphore::new(self.settings.max_pending));
-        let mut reader = tokio::spawn(reader::read(
+        let reader = tokio::spawn(reader::read(
             self.source.clone(),
             batches_tx,
             permits.clone(),
@@ -251,25 +253,23 @@ impl Pipeline {
             .drive(batches, &permits, &stop, shutdown, &mut deadline)
             .await;
         let _ = stop.send(true);
-        // The reader leaves on its own when stopped; one that already ended without being told
-        // to failed (a panic), which fails the run.
-        let result = match result {
-            Ok(()) if reader.is_finished() => match (&mut reader).await {
-                Err(e) if e.is_panic() => Err(PipelineError::TaskEnded(
-                    "reader",
-                    format!(": {}", panic_message(e.into_panic())),
-                )),
-                _ => Ok(()),
-            },
-            other => other,
-        };
+        // The reader leaves on its own when stopped, or is cancelled here; one that panicked
+        // fails the run. Its share of the source goes with it, so the source is dropped below.
         reader.abort();
+        let result = match (result, reader.await) {
+            (Ok(()), Err(e)) if e.is_panic() => Err(PipelineError::TaskEnded(
+                "reader",
+                format!(": {}", panic_message(e.into_panic())),
+            )),
+            (result, _) => result,
+        };
         // The flush shares the shutdown's deadline; after a failure it gets the same time.
         let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.shutdown_timeout);
         let flushed = self
             .sink
             .flush(until.saturating_duration_since(Instant::now()));
         self.final_commit(until).await;
+        release(self.source, CLOSE_AT_MOST);
         let summary = self.stages.counters.summary();
         match Arc::try_unwrap(self.stages) {
             Ok(stages) => match Arc::try_unwrap(stages.plugin()) {
@@ -533,6 +533,22 @@ fn output_refused(error: &SinkError) -> Failure {
         Fault::Plugin,
         format!("an output record was refused: {error}"),
     )
+}
+
+/// Drops the source on a thread of its own, waiting for it at most `wait`: librdkafka's
+/// consumer close waits for the brokers, and with them gone the process must exit anyway (the
+/// group was left and the offsets committed, or not, by then).
+fn release(source: Arc<Source>, wait: Duration) {
+    let (done, closed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            drop(source);
+            let _ = done.send(());
+        });
+    if spawned.is_ok() && closed.recv_timeout(wait).is_err() {
+        tracing::warn!(waited = ?wait, "the consumer did not close in time; exiting without it");
+    }
 }
 
 /// Resolves with the future's output if there is one; never otherwise.
