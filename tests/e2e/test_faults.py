@@ -268,3 +268,136 @@ def test_an_outage_longer_than_message_timeout_stops_the_run_and_a_restart_loses
            duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), exit_status=status,
            exited_after_s=round(exited_after, 1))
     assert not missing, f"ids never scored after the restart: {some(missing)}"
+
+
+def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
+    broker, topics, overrides, start_runtime, tmp_path
+):
+    """The model server killed, the breaker open and records held: SIGTERM makes the runtime
+    exit within shutdown-timeout and a small margin (committing what is finished); with the
+    server back, a restart scores everything."""
+    count, shutdown_timeout, margin = 4_000, 5.0, 5.0
+    server = services.start_model_server(tmp_path / "first", model_name="fraud")
+    second_server = None
+    try:
+        inputs = fraud.input_records(SEED + 34, count)
+        kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
+        ids = {r.transaction["id"] for r in inputs}
+        settings = {
+            **overrides,
+            "model.endpoint": server.endpoint,
+            "pipeline.batch-size": 32,
+            "model.max-in-flight": 4,
+            "pipeline.shutdown-timeout": f"{shutdown_timeout:.0f}s",
+        }
+        first = start_runtime(settings)
+        with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
+            outputs = read_while_running(reader, first, count // 4, OUTPUT_TIMEOUT)
+            server.signal(signal.SIGKILL)
+            assert server.wait(10) is not None
+            deadline = time.monotonic() + 30
+            while "holding calls" not in first.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "holding calls" in first.log(), f"the breaker never opened:\n{first.tail()}"
+            first.signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            status = first.wait(shutdown_timeout + margin + 10)
+            took = time.monotonic() - signalled
+            assert status is not None, "the runtime did not exit after SIGTERM"
+            outputs += reader.drain(idle=1.0)
+
+            second_server = services.start_model_server(tmp_path / "second", model_name="fraud", port=server.port)
+            second = start_runtime(settings)
+            missing = ids - set(ids_of(outputs))
+            deadline = time.monotonic() + OUTPUT_TIMEOUT
+            while missing and time.monotonic() < deadline and second.running():
+                outputs += reader.read(len(missing), timeout=1.0)
+                missing = ids - set(ids_of(outputs))
+            second.signal(signal.SIGTERM)
+            assert second.wait(STOP_TIMEOUT) == 0
+            outputs += reader.drain(idle=1.0)
+    finally:
+        for s in (server, second_server):
+            if s is not None:
+                s.stop()
+    seen = ids_of(outputs)
+    missing = sorted(ids - set(seen))
+    report("sigterm-breaker-open", records_in=count, out=len(outputs), dead_lettered=0,
+           duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), exit_status=status,
+           exit_after_s=round(took, 1), shutdown_timeout_s=shutdown_timeout)
+    assert took <= shutdown_timeout + margin, f"exit took {took:.1f} s"
+    assert not missing, f"ids never scored after the restart: {some(missing)}"
+
+
+def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_go_back(
+    broker, overrides, start_runtime
+):
+    """Three runtimes in one group over six partitions; one SIGKILLed and one added mid-run. Every
+    record is scored, and the committed offsets, sampled throughout, never move backwards."""
+    import threading
+    import uuid
+
+    count, partitions = 90_000, 6
+    suffix = uuid.uuid4().hex[:10]
+    topic_in, topic_out, topic_dl, group = f"scale-in-{suffix}", f"scale-out-{suffix}", f"scale-dl-{suffix}", f"scale-{suffix}"
+    kafka.create_topics(broker.bootstrap, {topic_in: partitions, topic_out: partitions, topic_dl: 1})
+    inputs = fraud.input_records(SEED + 35, count)
+    produced = kafka.produce(broker.bootstrap, topic_in, [(r.key, r.value) for r in inputs])
+    ids = {r.transaction["id"] for r in inputs}
+    settings = {
+        **embedded(overrides),
+        "kafka.group-id": group, "kafka.input-topic": topic_in, "kafka.output-topic": topic_out,
+        "kafka.dead-letter-topic": topic_dl, "pipeline.max-pending": 1_000,
+        'kafka.consumer."auto.commit.interval.ms"': 200,
+    }
+    backwards: list[str] = []
+    samples = 0
+    sampling = threading.Event()
+
+    def sample():
+        nonlocal samples
+        last: dict[int, int] = {}
+        while not sampling.is_set():
+            try:
+                now = kafka.committed_offsets(broker.bootstrap, group, topic_in, timeout=5.0)
+            except Exception:  # a sample lost to a busy broker is not a finding
+                continue
+            samples += 1
+            for p, offset in now.items():
+                if offset is not None and offset < last.get(p, -1):
+                    backwards.append(f"partition {p}: {last[p]} -> {offset}")
+                if offset is not None:
+                    last[p] = max(offset, last.get(p, -1))
+            time.sleep(0.3)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    runtimes = [start_runtime(settings) for _ in range(3)]
+    with kafka.TopicReader(broker.bootstrap, topic_out) as reader:
+        outputs = reader.read(count // 4, timeout=OUTPUT_TIMEOUT)
+        runtimes[0].signal(signal.SIGKILL)
+        assert runtimes[0].wait(10) is not None
+        runtimes.append(start_runtime(settings))
+        missing = ids - set(ids_of(outputs))
+        deadline = time.monotonic() + OUTPUT_TIMEOUT
+        while missing and time.monotonic() < deadline:
+            outputs += reader.read(len(missing), timeout=1.0)
+            missing = ids - set(ids_of(outputs))
+        took = time.monotonic() - started
+        for r in runtimes[1:]:
+            r.signal(signal.SIGTERM)
+        statuses = [r.wait(STOP_TIMEOUT) for r in runtimes[1:]]
+        outputs += reader.drain(idle=1.0)
+    sampling.set()
+    sampler.join(15)
+    seen = ids_of(outputs)
+    missing = sorted(ids - set(seen))
+    report("scale-out", records_in=count, out=len(outputs), dead_lettered=0,
+           duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), partitions=partitions,
+           runtimes="3-1+1", offset_samples=samples, backwards=len(backwards), seconds=round(took, 1))
+    assert not missing, f"ids never scored: {some(missing)}"
+    assert statuses == [0, 0, 0], statuses
+    assert samples > 3, "too few samples of the committed offsets to say anything"
+    assert not backwards, f"committed offsets moved backwards: {backwards[:5]}"
+    assert kafka.committed_offsets(broker.bootstrap, group, topic_in) == produced.end_offsets()
