@@ -70,6 +70,25 @@ def ids_of(outputs) -> Counter:
     return Counter(json.loads(r.value)["id"] for r in outputs)
 
 
+def run_to_the_end(reader: kafka.TopicReader, runtime: services.Service, ids: set, outputs: list) -> list:
+    """Reads until every id is scored (or the wait or the runtime ends), then stops the runtime
+    with SIGTERM, which must exit 0, and returns the outputs with what arrived meanwhile."""
+    missing = ids - set(ids_of(outputs))
+    deadline = time.monotonic() + OUTPUT_TIMEOUT
+    while missing and time.monotonic() < deadline and runtime.running():
+        outputs = outputs + reader.read(len(missing), timeout=1.0)
+        missing = ids - set(ids_of(outputs))
+    runtime.signal(signal.SIGTERM)
+    assert runtime.wait(STOP_TIMEOUT) == 0, runtime.tail()
+    return outputs + reader.drain(idle=1.0)
+
+
+def tally(outputs, ids: set) -> tuple[list, int]:
+    """The ids never scored, and how many scores were repeats."""
+    seen = ids_of(outputs)
+    return sorted(ids - set(seen)), sum(n - 1 for n in seen.values())
+
+
 def test_records_the_plugin_cannot_take_are_dead_lettered_byte_for_byte(broker, topics, overrides, start_runtime):
     """Each odd record is handled or dead-lettered with its reason, its dead letter carries its key,
     value and headers byte for byte (or the documented cap), and the runtime keeps running: a
@@ -150,19 +169,9 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(b
             # Records past the committed point that this run finished: what the next reads again.
             windows.append(len(ids_of(outputs)) - committed)
             assert rate_window >= threshold - 1, f"only {rate_window} outputs before kill at {threshold}"
-        runtime = start_runtime(settings)
-        missing = ids - set(ids_of(outputs))
-        deadline = time.monotonic() + OUTPUT_TIMEOUT
-        while missing and time.monotonic() < deadline and runtime.running():
-            outputs += reader.read(len(missing), timeout=2.0)
-            missing = ids - set(ids_of(outputs))
-        runtime.signal(signal.SIGTERM)
-        assert runtime.wait(STOP_TIMEOUT) == 0
-        outputs += reader.drain(idle=1.0)
+        outputs = run_to_the_end(reader, start_runtime(settings), ids, outputs)
     elapsed = time.monotonic() - started
-    seen = ids_of(outputs)
-    missing = sorted(ids - set(seen))
-    duplicated = sum(n - 1 for n in seen.values())
+    missing, duplicated = tally(outputs, ids)
     rate = len(outputs) / elapsed
     bound = max_pending + int(rate * (commit_interval + 1.0))
     report("sigkill", records_in=count, out=len(outputs), dead_lettered=0, duplicated=duplicated,
@@ -253,19 +262,10 @@ def test_an_outage_longer_than_message_timeout_stops_the_run_and_a_restart_loses
         exited_after = time.monotonic() - stopped
         own_broker.signal(signal.SIGCONT)
         assert status not in (None, 0), f"status {status}: the runtime must fail when records time out\n{first.tail()}"
-        second = start_runtime(settings)
-        missing = ids - set(ids_of(outputs))
-        deadline = time.monotonic() + OUTPUT_TIMEOUT
-        while missing and time.monotonic() < deadline and second.running():
-            outputs += reader.read(len(missing), timeout=1.0)
-            missing = ids - set(ids_of(outputs))
-        second.signal(signal.SIGTERM)
-        assert second.wait(STOP_TIMEOUT) == 0
-        outputs += reader.drain(idle=1.0)
-    seen = ids_of(outputs)
-    missing = sorted(ids - set(seen))
+        outputs = run_to_the_end(reader, start_runtime(settings), ids, outputs)
+    missing, duplicated = tally(outputs, ids)
     report("broker-outage-past-message-timeout", records_in=count, out=len(outputs), dead_lettered=0,
-           duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), exit_status=status,
+           duplicated=duplicated, lost=len(missing), exit_status=status,
            exited_after_s=round(exited_after, 1))
     assert not missing, f"ids never scored after the restart: {some(missing)}"
 
@@ -307,23 +307,14 @@ def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
             outputs += reader.drain(idle=1.0)
 
             second_server = services.start_model_server(tmp_path / "second", model_name="fraud", port=server.port)
-            second = start_runtime(settings)
-            missing = ids - set(ids_of(outputs))
-            deadline = time.monotonic() + OUTPUT_TIMEOUT
-            while missing and time.monotonic() < deadline and second.running():
-                outputs += reader.read(len(missing), timeout=1.0)
-                missing = ids - set(ids_of(outputs))
-            second.signal(signal.SIGTERM)
-            assert second.wait(STOP_TIMEOUT) == 0
-            outputs += reader.drain(idle=1.0)
+            outputs = run_to_the_end(reader, start_runtime(settings), ids, outputs)
     finally:
         for s in (server, second_server):
             if s is not None:
                 s.stop()
-    seen = ids_of(outputs)
-    missing = sorted(ids - set(seen))
+    missing, duplicated = tally(outputs, ids)
     report("sigterm-breaker-open", records_in=count, out=len(outputs), dead_lettered=0,
-           duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), exit_status=status,
+           duplicated=duplicated, lost=len(missing), exit_status=status,
            exit_after_s=round(took, 1), shutdown_timeout_s=shutdown_timeout)
     assert took <= shutdown_timeout + margin, f"exit took {took:.1f} s"
     assert not missing, f"ids never scored after the restart: {some(missing)}"
