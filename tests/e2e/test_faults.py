@@ -66,6 +66,13 @@ def header(record: dict, name: str) -> str | None:
     return values[-1] if values else None
 
 
+def fill(brokers: str, topic: str, seed: int, count: int) -> tuple[set, kafka.ProduceReport]:
+    """``count`` fraud transactions produced to ``topic``: their ids and the produce report."""
+    inputs = fraud.input_records(seed, count)
+    produced = kafka.produce(brokers, topic, [(r.key, r.value) for r in inputs])
+    return {r.transaction["id"] for r in inputs}, produced
+
+
 def ids_of(outputs) -> Counter:
     return Counter(json.loads(r.value)["id"] for r in outputs)
 
@@ -145,9 +152,7 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(b
     right after the kill) stays within max-pending plus what one commit interval finishes."""
     count, max_pending, commit_interval = 100_000, 2_000, 0.2
     rng = random.Random(SEED)
-    inputs = fraud.input_records(SEED + 31, count)
-    produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
-    ids = {r.transaction["id"] for r in inputs}
+    ids, produced = fill(broker.bootstrap, topics.input, SEED + 31, count)
     settings = {
         **embedded(overrides),
         "pipeline.max-pending": max_pending,
@@ -207,9 +212,7 @@ def test_broker_stopped_for_20s_mid_run_the_runtime_rides_through(own_broker, to
     nothing lost (a partition assigned again used to stay paused: consumption stopped for good)."""
     count = 100_000
     settings = {**own_overrides(overrides, own_broker, topics), "pipeline.max-pending": 2_000}
-    inputs = fraud.input_records(SEED + 32, count)
-    kafka.produce(own_broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
-    ids = {r.transaction["id"] for r in inputs}
+    ids, _ = fill(own_broker.bootstrap, topics.input, SEED + 32, count)
     runtime = start_runtime(settings)
     with kafka.TopicReader(own_broker.bootstrap, topics.output) as reader:
         outputs = read_while_running(reader, runtime, count // 5, OUTPUT_TIMEOUT)
@@ -250,9 +253,7 @@ def test_an_outage_longer_than_message_timeout_stops_the_run_and_a_restart_loses
         'kafka.producer."message.timeout.ms"': 5_000,
         "pipeline.shutdown-timeout": "5s",
     }
-    inputs = fraud.input_records(SEED + 33, count)
-    kafka.produce(own_broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
-    ids = {r.transaction["id"] for r in inputs}
+    ids, _ = fill(own_broker.bootstrap, topics.input, SEED + 33, count)
     first = start_runtime(settings)
     with kafka.TopicReader(own_broker.bootstrap, topics.output) as reader:
         outputs = read_while_running(reader, first, count // 5, OUTPUT_TIMEOUT)
@@ -270,6 +271,44 @@ def test_an_outage_longer_than_message_timeout_stops_the_run_and_a_restart_loses
     assert not missing, f"ids never scored after the restart: {some(missing)}"
 
 
+def kill_until_the_breaker_opens(server: services.ModelServer, runtime: services.Service) -> None:
+    """Kills the model server and waits until the runtime holds its calls."""
+    server.signal(signal.SIGKILL)
+    assert server.wait(10) is not None
+    deadline = time.monotonic() + 30
+    while "holding calls" not in runtime.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "holding calls" in runtime.log(), f"the breaker never opened:\n{runtime.tail()}"
+
+
+def test_a_second_signal_exits_at_once_without_waiting_for_the_drain(
+    broker, topics, overrides, start_runtime, tmp_path
+):
+    """Records held by an open breaker keep the drain waiting; a second SIGTERM ends the process at
+    once, long before shutdown-timeout, with status 130."""
+    server = services.start_model_server(tmp_path / "server", model_name="fraud")
+    try:
+        fill(broker.bootstrap, topics.input, SEED + 36, 2_000)
+        settings = {**overrides, "model.endpoint": server.endpoint, "pipeline.batch-size": 32,
+                    "pipeline.shutdown-timeout": "60s"}
+        runtime = start_runtime(settings)
+        with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
+            read_while_running(reader, runtime, 100, OUTPUT_TIMEOUT)
+        kill_until_the_breaker_opens(server, runtime)
+        runtime.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert runtime.running(), "the first signal should leave the runtime draining"
+        runtime.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        status = runtime.wait(10)
+        took = time.monotonic() - signalled
+    finally:
+        server.stop()
+    report("second-signal", exit_status=status, exit_after_s=round(took, 1), shutdown_timeout_s=60)
+    assert status == 130, f"status {status}\n{runtime.tail()}"
+    assert took < 5, f"took {took:.1f} s after the second signal"
+
+
 def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
     broker, topics, overrides, start_runtime, tmp_path
 ):
@@ -280,9 +319,7 @@ def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
     server = services.start_model_server(tmp_path / "first", model_name="fraud")
     second_server = None
     try:
-        inputs = fraud.input_records(SEED + 34, count)
-        kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
-        ids = {r.transaction["id"] for r in inputs}
+        ids, _ = fill(broker.bootstrap, topics.input, SEED + 34, count)
         settings = {
             **overrides,
             "model.endpoint": server.endpoint,
@@ -293,12 +330,7 @@ def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
         first = start_runtime(settings)
         with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
             outputs = read_while_running(reader, first, count // 4, OUTPUT_TIMEOUT)
-            server.signal(signal.SIGKILL)
-            assert server.wait(10) is not None
-            deadline = time.monotonic() + 30
-            while "holding calls" not in first.log() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert "holding calls" in first.log(), f"the breaker never opened:\n{first.tail()}"
+            kill_until_the_breaker_opens(server, first)
             first.signal(signal.SIGTERM)
             signalled = time.monotonic()
             status = first.wait(shutdown_timeout + margin + 10)
@@ -332,9 +364,7 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
     suffix = uuid.uuid4().hex[:10]
     topic_in, topic_out, topic_dl, group = f"scale-in-{suffix}", f"scale-out-{suffix}", f"scale-dl-{suffix}", f"scale-{suffix}"
     kafka.create_topics(broker.bootstrap, {topic_in: partitions, topic_out: partitions, topic_dl: 1})
-    inputs = fraud.input_records(SEED + 35, count)
-    produced = kafka.produce(broker.bootstrap, topic_in, [(r.key, r.value) for r in inputs])
-    ids = {r.transaction["id"] for r in inputs}
+    ids, produced = fill(broker.bootstrap, topic_in, SEED + 35, count)
     settings = {
         **embedded(overrides),
         "kafka.group-id": group, "kafka.input-topic": topic_in, "kafka.output-topic": topic_out,

@@ -61,8 +61,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error("shutdown did not finish within {0:?}; unfinished records will be read again")]
     ShutdownTimeout(Duration),
-    #[error("the {0} task ended unexpectedly{1}")]
-    TaskEnded(&'static str, String),
+    #[error("the {task} task ended unexpectedly: {cause}")]
+    TaskEnded { task: &'static str, cause: String },
 }
 
 /// One input record and what became of it.
@@ -257,10 +257,10 @@ impl Pipeline {
         // fails the run. Its share of the source goes with it, so the source is dropped below.
         reader.abort();
         let result = match (result, reader.await) {
-            (Ok(()), Err(e)) if e.is_panic() => Err(PipelineError::TaskEnded(
-                "reader",
-                format!(": {}", panic_message(e.into_panic())),
-            )),
+            (Ok(()), Err(e)) if e.is_panic() => Err(PipelineError::TaskEnded {
+                task: "reader",
+                cause: panic_message(e.into_panic()),
+            }),
             (result, _) => result,
         };
         // The flush shares the shutdown's deadline; after a failure it gets the same time.
@@ -396,29 +396,11 @@ impl Pipeline {
                         model_holding = self.stages.inference.is_holding(), "progress"
                     );
                     let idle = tracker.open() == 0 && !self.source.is_paused() && drain_deadline.is_none();
-                    if watch.suspects(s.consumed, idle, Instant::now()) {
-                        self.check_stall(watch.idle_for(Instant::now())).await;
+                    if let Some(idle_for) = watch.suspects(s.consumed, idle, Instant::now()) {
+                        check_stall(self.source.clone(), idle_for);
                     }
                 }
             }
-        }
-    }
-
-    /// Asks the brokers whether records wait while nothing is consumed, and says so if they do.
-    async fn check_stall(&self, idle: Duration) {
-        let source = self.source.clone();
-        let waiting = tokio::task::spawn_blocking(move || source.waiting(Duration::from_secs(5)))
-            .await
-            .ok()
-            .flatten();
-        match waiting {
-            Some(waiting) if waiting > 0 => tracing::warn!(
-                waiting,
-                idle_s = idle.as_secs(),
-                assignments = self.source.assignments(),
-                "no progress: records wait in the assigned partitions but none were consumed"
-            ),
-            _ => tracing::debug!(idle_s = idle.as_secs(), "idle: no records waiting"),
         }
     }
 
@@ -574,6 +556,20 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
+/// Asks the brokers whether records wait while nothing is consumed, and says so if they do; on a
+/// blocking thread of its own, so the pipeline's loop never waits for the answer.
+fn check_stall(source: Arc<Source>, idle: Duration) {
+    tokio::task::spawn_blocking(move || match source.waiting(Duration::from_secs(5)) {
+        Some(waiting) if waiting > 0 => tracing::warn!(
+            waiting,
+            idle_s = idle.as_secs(),
+            assignments = source.assignments(),
+            "no progress: records wait in the assigned partitions but none were consumed"
+        ),
+        _ => tracing::debug!(idle_s = idle.as_secs(), "idle: no records waiting"),
+    });
+}
+
 /// Notices a stream that consumes nothing while it could: nothing in flight, the reader not
 /// pausing, and no record consumed for [`STALL_AFTER`]. Whether records wait is then asked of
 /// the brokers; this only says when to ask, at most once per [`STALL_AFTER`].
@@ -593,25 +589,24 @@ impl Watchdog {
         }
     }
 
-    fn suspects(&mut self, consumed: u64, idle: bool, now: Instant) -> bool {
+    /// Given the consumed count and whether the pipeline is idle now: how long nothing has
+    /// been consumed, when it is time to ask the brokers.
+    fn suspects(&mut self, consumed: u64, idle: bool, now: Instant) -> Option<Duration> {
         if consumed != self.consumed || !idle {
             self.consumed = consumed;
             self.since = now;
             self.asked = None;
-            return false;
+            return None;
         }
-        let due = now.duration_since(self.since) >= STALL_AFTER
+        let idle_for = now.duration_since(self.since);
+        let due = idle_for >= STALL_AFTER
             && self
                 .asked
                 .is_none_or(|at| now.duration_since(at) >= STALL_AFTER);
         if due {
             self.asked = Some(now);
         }
-        due
-    }
-
-    fn idle_for(&self, now: Instant) -> Duration {
-        now.duration_since(self.since)
+        due.then_some(idle_for)
     }
 }
 
@@ -722,4 +717,53 @@ pub(crate) async fn process(
             }),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_asks_after_a_quiet_spell_and_then_once_per_spell() {
+        let start = Instant::now();
+        let mut w = Watchdog::new(start);
+        assert_eq!(w.suspects(0, true, start + STALL_AFTER / 2), None);
+        let due = start + STALL_AFTER;
+        assert_eq!(w.suspects(0, true, due), Some(STALL_AFTER));
+        assert_eq!(
+            w.suspects(0, true, due + STALL_AFTER / 2),
+            None,
+            "asked already"
+        );
+        assert_eq!(
+            w.suspects(0, true, due + STALL_AFTER),
+            Some(STALL_AFTER * 2),
+            "asked again a spell later"
+        );
+    }
+
+    #[test]
+    fn the_watchdog_forgets_the_spell_on_progress_or_work_in_flight() {
+        let start = Instant::now();
+        let mut w = Watchdog::new(start);
+        let later = start + STALL_AFTER;
+        assert_eq!(w.suspects(5, true, later), None, "records were consumed");
+        assert_eq!(w.suspects(5, true, later + STALL_AFTER / 2), None);
+        assert_eq!(
+            w.suspects(5, false, later + STALL_AFTER),
+            None,
+            "work in flight"
+        );
+        assert_eq!(
+            w.suspects(5, true, later + STALL_AFTER * 2),
+            Some(STALL_AFTER)
+        );
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        assert_eq!(panic_message(Box::new("static")), "static");
+        assert_eq!(panic_message(Box::new(String::from("owned"))), "owned");
+        assert_eq!(panic_message(Box::new(7)), "a panic");
+    }
 }

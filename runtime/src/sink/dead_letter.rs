@@ -124,30 +124,36 @@ pub(super) fn shape<'a>(
         letter.key = None;
         cuts.push(format!("key of {} bytes dropped", key.len()));
     }
+    let why = match form {
+        Form::Full => format!("over the {limit}-byte limit"),
+        Form::Minimal => "the broker refused the full dead letter".to_owned(),
+    };
+    let said = |kept: Option<(usize, usize)>| {
+        let value = kept.map(|(kept, of)| format!("value: {kept} of {of} bytes kept"));
+        let parts: Vec<&str> = value
+            .iter()
+            .chain(&cuts)
+            .chain([&why])
+            .map(String::as_str)
+            .collect();
+        parts.join("; ").into_bytes()
+    };
+    let whole = letter.value.map(<[u8]>::len);
+    // Said with the whole length first: the kept length has no more digits, so measuring with
+    // this note in place leaves room for the final one.
+    letter
+        .notes
+        .push(("dead-letter-truncated", said(whole.map(|n| (n, n)))));
     if let Some(value) = letter.value {
-        // The note about the value is part of the size, so it is written before measuring.
-        letter.notes.push(("dead-letter-truncated", Vec::new()));
-        let room = if form == Form::Minimal {
-            0
-        } else {
-            budget.saturating_sub(without_value(&letter) + 64)
+        let room = match form {
+            Form::Full => budget.saturating_sub(without_value(&letter)),
+            Form::Minimal => 0,
         };
         let kept = room.min(value.len());
         letter.value = Some(&value[..kept]);
-        cuts.insert(0, format!("value: {kept} of {} bytes kept", value.len()));
-    } else {
-        letter.notes.push(("dead-letter-truncated", Vec::new()));
-    }
-    if let Some(note) = letter
-        .notes
-        .iter_mut()
-        .find(|(k, _)| *k == "dead-letter-truncated")
-    {
-        let why = match form {
-            Form::Full => format!("over the {limit}-byte limit"),
-            Form::Minimal => "the broker refused the full dead letter".to_owned(),
-        };
-        note.1 = format!("{}; {why}", cuts.join("; ")).into_bytes();
+        if let Some(note) = letter.notes.last_mut() {
+            note.1 = said(Some((kept, value.len())));
+        }
     }
     letter
 }

@@ -206,20 +206,16 @@ impl Source {
     /// answer.
     pub fn waiting(&self, timeout: Duration) -> Option<i64> {
         let positions = self.consumer.position().ok()?;
-        let unread: Vec<_> = positions
-            .elements()
-            .iter()
-            .filter(|e| !matches!(e.offset(), rdkafka::Offset::Offset(_)))
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
-        let committed = if unread.is_empty() {
-            rdkafka::TopicPartitionList::new()
-        } else {
-            let mut list = rdkafka::TopicPartitionList::new();
-            for (topic, partition) in &unread {
-                list.add_partition(topic, *partition);
+        let mut unread = rdkafka::TopicPartitionList::new();
+        for e in positions.elements() {
+            if !matches!(e.offset(), rdkafka::Offset::Offset(_)) {
+                unread.add_partition(e.topic(), e.partition());
             }
-            self.consumer.committed_offsets(list, timeout).ok()?
+        }
+        let committed = if unread.count() == 0 {
+            unread
+        } else {
+            self.consumer.committed_offsets(unread, timeout).ok()?
         };
         let mut waiting = 0;
         for e in positions.elements() {
