@@ -236,9 +236,22 @@ mod tests {
             ]
         );
         assert_eq!(complete(&ECHO, Vec::new()), Vec::new());
+        assert_eq!(
+            complete(&ECHO, vec![completion(vec![3])]),
+            vec![Err(PluginError::Failed("plugin not configured".to_owned()))]
+        );
 
         // Configured: one result per record, in order.
         configure(&ECHO, settings("a")).expect("valid settings");
+        let Some(Ok(Decision::Infer(call))) = prepare(&ECHO, vec![record(Some(b"abc"))]).pop()
+        else {
+            panic!("expected a model call");
+        };
+        let completed = complete(&ECHO, vec![completion(call.state)]);
+        assert!(
+            matches!(&completed[..], [Ok(out)] if out[0].value.as_deref() == Some(b"3")),
+            "{completed:?}"
+        );
         let results = prepare(&ECHO, vec![record(Some(b"emit")), record(None)]);
         assert_eq!(results.len(), 2);
         assert!(

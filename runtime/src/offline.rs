@@ -270,11 +270,13 @@ pub async fn replay(
 }
 
 /// Bytes as they go into a JSON line: the document itself when they hold one, written verbatim
-/// (numbers print exactly as the plugin wrote them), else the text, else null.
+/// (numbers print exactly as the plugin wrote them) when it is on one line, re-written compactly
+/// when it spans several (a line holds one record); else the text, else null.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Embedded {
     Document(Box<RawValue>),
+    Reformatted(serde_json::Value),
     Text(String),
     Null,
 }
@@ -284,6 +286,8 @@ fn bytes_json(bytes: Option<&[u8]>) -> Embedded {
         return Embedded::Null;
     };
     match std::str::from_utf8(bytes) {
+        Ok(text) if text.trim().contains(['\n', '\r']) => serde_json::from_str(text)
+            .map_or_else(|_| Embedded::Text(text.to_owned()), Embedded::Reformatted),
         Ok(text) => RawValue::from_string(text.trim().to_owned())
             .map_or_else(|_| Embedded::Text(text.to_owned()), Embedded::Document),
         Err(_) => Embedded::Text(String::from_utf8_lossy(bytes).into_owned()),
@@ -348,4 +352,31 @@ fn dead_letter_line(input: &InputRecord, failure: &Failure) -> String {
         value: bytes_json(input.value.as_deref()),
     };
     json_line(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn embedded(bytes: &[u8]) -> String {
+        json_line(&bytes_json(Some(bytes)))
+    }
+
+    #[test]
+    fn a_document_on_one_line_is_kept_verbatim_and_one_on_several_is_made_one_line() {
+        assert_eq!(
+            embedded(br#" {"score":0.10000000149}"#),
+            r#"{"score":0.10000000149}"#
+        );
+        let pretty = embedded(b"{\n  \"id\": 7,\r\n  \"ok\": true\n}\n");
+        assert_eq!(pretty, r#"{"id":7,"ok":true}"#);
+        assert!(!pretty.contains('\n'));
+    }
+
+    #[test]
+    fn text_that_is_not_json_stays_text_and_binary_is_shown_lossily() {
+        assert_eq!(embedded(b"not json\nat all"), r#""not json\nat all""#);
+        assert_eq!(embedded(&[0xff, b'a']), "\"\u{fffd}a\"");
+        assert_eq!(json_line(&bytes_json(None)), "null");
+    }
 }

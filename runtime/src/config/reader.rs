@@ -197,7 +197,8 @@ impl<'p> Section<'p> {
     }
 
     /// Reads every entry of this section as a string (numbers and booleans are written out as
-    /// TOML spells them), for maps passed on as they are. Keys in `refused` are reported.
+    /// TOML spells them), for maps passed on as they are. A key a guard owns, or set to a value its
+    /// guard does not allow, is reported with the guard's reason.
     pub(crate) fn string_map(mut self, guards: &[Guard]) -> Vec<(String, String)> {
         let table = std::mem::take(&mut self.table);
         let mut out = Vec::with_capacity(table.len());

@@ -131,16 +131,16 @@ impl PluginHost {
             path: path.clone(),
             message: format!("{e:#}"),
         })?;
-        if let Some(message) = older_contract(&component, &self.engine) {
-            return Err(PluginError::Contract { path, message });
-        }
+        // Only when linking fails is the version looked at: wasmtime itself decides what is
+        // compatible, and the version found only words its refusal better.
         let pre = self
             .linker
             .instantiate_pre(&component)
             .and_then(bindings::PluginPre::new)
             .map_err(|e| PluginError::Contract {
                 path: path.clone(),
-                message: format!("{e:#}"),
+                message: older_contract(&component, &self.engine)
+                    .unwrap_or_else(|| format!("{e:#}")),
             })?;
         let name = path
             .file_stem()
@@ -174,8 +174,8 @@ fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Says so when the component exports the handler of another version of the contract: wasmtime
-/// would only report that the current one is missing.
+/// Says so when a component that cannot be linked exports the handler of another version of
+/// the contract: wasmtime would only report that the current one is missing.
 fn older_contract(component: &Component, engine: &Engine) -> Option<String> {
     const HANDLER: &str = "streaminfer:plugin/handler@";
     let current = &CONTRACT[CONTRACT.rfind('@')? + 1..];
