@@ -49,7 +49,7 @@ sys.path.insert(0, str(BENCH))
 
 from streamtools import kafka, paths, services  # noqa: E402
 
-from harness import data, external, latency, procs, report, variants  # noqa: E402
+from harness import data, effective, external, latency, procs, report, variants  # noqa: E402
 from harness.result import Result  # noqa: E402
 
 VARIANTS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
@@ -195,7 +195,7 @@ def run(args, log_dir: Path, stack: list[services.Service], setup: list[str], re
             backlog = data.produce_dataset(broker.bootstrap, topic, args.seed + 7, args.backlog)
             results.append(variants.b7_memory(env, backlog))
         except Exception as error:
-            results.append(variants.fail_fast(Result("B7", "memory on a backlog"), error))
+            results.append(Result("B7", "memory on a backlog").fail_by(error))
 
 
 def run_b4(args, env: variants.Env, dataset, stack, setup: list[str], suffix: str) -> list[Result]:
@@ -203,7 +203,7 @@ def run_b4(args, env: variants.Env, dataset, stack, setup: list[str], suffix: st
         print("--- B4: starting the TF Serving-compatible model server (.venv)", flush=True)
         server = variants.start_model_server(env.log_dir)
     except Exception as error:
-        return [variants.fail_fast(Result("B4", "model server path"), error)]
+        return [Result("B4", "model server path").fail_by(error)]
     stack.append(server)
     setup.append(f"model server: scripts/model_server.py on {server.address}, models/fraud/saved_model")
     try:
@@ -213,8 +213,9 @@ def run_b4(args, env: variants.Env, dataset, stack, setup: list[str], suffix: st
             kafka.create_topics(env.brokers, {topic: 4})
             prefix = data.produce_dataset(env.brokers, topic, args.seed, args.per_record_records, layout=dataset.count)
         per_record, batched = variants.b4_model_server(env, dataset, prefix, server)
-        # Rows per call as the runtime sends them (model.max-batch-size's default), like for like.
-        ideal = external.b4_ideal(server.address, args.ideal_seconds, args.ideal_concurrency, 128, env.log_dir)
+        # Rows per call as the batched variant's runtime sends them, like for like.
+        rows = effective.model_rows(env.extra("B4-batched"))
+        ideal = external.b4_ideal(server.address, args.ideal_seconds, args.ideal_concurrency, rows, env.log_dir)
         return [per_record, batched, ideal]
     finally:
         server.stop()
@@ -237,8 +238,8 @@ def run_b6(args, env: variants.Env, results: list[Result]) -> list[Result]:
         runs.append(("B6-tuned", "latency at a fixed rate, with --latency-overrides",
                      {**env.extra("B6"), **args.latency_overrides}))
     floors = [("B6-broker", env.extra("B6"))]
-    tuned_consumer = latency.consumer_properties(runs[-1][2])
-    if tuned_consumer != latency.consumer_properties(env.extra("B6")):
+    tuned_consumer = effective.consumer_properties(runs[-1][2])
+    if tuned_consumer != effective.consumer_properties(env.extra("B6")):
         floors.append(("B6-broker-tuned", runs[-1][2]))
     for key, title, overrides in runs:
         result = latency.runtime_latency(env, key, title, overrides, rate, args.latency_seconds, args.seed + 3,

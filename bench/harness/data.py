@@ -32,7 +32,7 @@ class Dataset:
     first_id: int
     count: int
     crc: np.ndarray  # uint32 per record: zlib.crc32 of its value
-    scores: np.ndarray | None  # float32 per record: fraud_probability (onnxruntime), or None
+    scores: np.ndarray  # float32 per record: fraud_probability (onnxruntime)
     end_offsets: dict[int, int]
     produce_seconds: float
 
@@ -120,26 +120,25 @@ def model_session(threads: int = 0):
 
 
 def produce_dataset(
-    brokers: str, topic: str, seed: int, count: int, first_id: int = 1, scores: bool = True, layout: int | None = None
+    brokers: str, topic: str, seed: int, count: int, layout: int | None = None
 ) -> Dataset:
     """Generates ``count`` transactions and produces them (key: id, value: JSON) to ``topic``;
     with ``layout``, the first ``count`` of the ``layout`` records the same seed gives."""
     crc = np.zeros(count, np.uint32)
-    score_array = np.zeros(count, np.float32) if scores else None
-    session = model_session() if scores else None
+    score_array = np.zeros(count, np.float32)
+    session = model_session()
     producer = StreamProducer(brokers)
     started = time.monotonic()
     done = 0
-    for chunk in chunks(seed, count, first_id, layout):
+    for chunk in chunks(seed, count, layout=layout):
         for i, record in enumerate(chunk):
             crc[done + i] = zlib.crc32(record.value)
             producer.send(topic, record.key, record.value)
-        if score_array is not None:
-            rows = fraud.feature_rows([r.transaction for r in chunk])
-            score_array[done : done + len(chunk)] = reference_scores(rows, session)
+        rows = fraud.feature_rows([r.transaction for r in chunk])
+        score_array[done : done + len(chunk)] = reference_scores(rows, session)
         done += len(chunk)
     ends = producer.finish()
-    return Dataset(topic, first_id, count, crc, score_array, ends, time.monotonic() - started)
+    return Dataset(topic, 1, count, crc, score_array, ends, time.monotonic() - started)
 
 
 def model_p99_ms(rows: int, calls: int = 500) -> float:

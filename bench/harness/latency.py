@@ -10,7 +10,7 @@ input's is when the harness offered it). Warm-up records are left out of the fig
 
 The bound of the target is ``linger + 2 x model p99``, where linger is the configured waits on
 the path (``pipeline.linger`` plus the output producer's ``linger.ms``) and the model p99 is one
-call of the ONNX model at ``min(pipeline.batch-size, MODEL_ROWS)`` rows measured here with
+call of the ONNX model at ``min(pipeline.batch-size, model.max-batch-size)`` rows measured here with
 onnxruntime on one thread (a stand-in for the runtime's own engine, which this harness cannot
 time from outside) unless a figure is given.
 
@@ -33,13 +33,12 @@ import numpy as np
 
 from streamtools import kafka, paths, services
 
-from . import data, procs, verify
+from . import data, effective, procs, verify
 from .result import Result, VariantFailure
 from .variants import PIPELINES, Env, base_overrides, describe, runtime_counters
 
 WARMUP = 200
 POOL = 50_000  # distinct record values offered in turn
-MODEL_ROWS = 128
 
 
 def duration_ms(text: object) -> float:
@@ -76,7 +75,6 @@ def runtime_latency(
 ) -> Result:
     """B6 with the runtime (fraud plugin, embedded model), and the target's bound."""
     result = Result(key, title, unit="records/s offered")
-    overrides = {procs.kafka_key(k): v for k, v in overrides.items()}
     result.notes.append(f"overrides: {describe(overrides)}" if overrides else "config as shipped")
 
     def launch(input_topic: str, names: procs.Names, log: Path) -> services.Service:
@@ -87,7 +85,7 @@ def runtime_latency(
     run_latency(env, result, launch, rate, seconds, seed)
     if result.ok:
         linger, producer_linger, batch = effective_lingers(overrides)
-        rows = min(batch, MODEL_ROWS)
+        rows = min(batch, effective.model_rows(overrides))
         model_p99 = model_p99_ms if model_p99_ms is not None else data.model_p99_ms(rows)
         bound = linger + producer_linger + 2.0 * model_p99
         result.figures.update({
@@ -102,23 +100,11 @@ def runtime_latency(
     return result
 
 
-def consumer_properties(overrides: Mapping[str, str]) -> dict[str, str]:
-    """The librdkafka consumer properties the runtime would get: config file, then overrides."""
-    config = tomllib.loads(paths.FRAUD_CONFIG.read_text())
-    props = {k: str(v) for k, v in config.get("kafka", {}).get("consumer", {}).items()}
-    prefix = 'kafka.consumer."'
-    for key, value in overrides.items():
-        key = procs.kafka_key(key)
-        if key.startswith(prefix):
-            props[key[len(prefix):].rstrip('"')] = str(value).strip('"')
-    return props
-
-
 def broker_floor(
     env: Env, key: str, overrides: Mapping[str, str], rate: float, seconds: float, seed: int
 ) -> Result:
     """The same offered load through a minimal forwarder: the broker's share of B6's latency."""
-    props = consumer_properties(overrides)
+    props = effective.consumer_properties(overrides)
     result = Result(key, "broker floor: same load through a minimal Python forwarder (poll, produce)",
                     unit="records/s offered")
     result.notes.append("consumer: " + " ".join(f"{k}={v}" for k, v in props.items()))
@@ -148,10 +134,9 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
 
     pool = [r for chunk in data.chunks(seed, min(POOL, max(1, int(rate * seconds)))) for r in chunk]
     producer = data.StreamProducer(env.brokers, {"linger.ms": 0})
-    service = watch = None
-    try:
-        service = launch(input_topic, names, log)
-        watch = procs.Watch(service, env.brokers, names.group, input_topic)
+    start = lambda: launch(input_topic, names, log)  # noqa: E731
+    with result.reporting(), procs.watching(start, env.brokers, names.group, input_topic) as watch:
+        service = watch.service
         for i in range(WARMUP):
             producer.send(input_topic, b"warmup-%d" % i, pool[i % len(pool)].value)
         producer.producer.flush(30)
@@ -212,15 +197,6 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
             f"max {result.figures['max_ms']:.0f} ms over {len(lat):,} records (ms timestamps)"
         )
         result.conclude(problems)
-    except VariantFailure as failure:
-        result.fail(str(failure))
-    except Exception as error:
-        result.fail(f"{type(error).__name__}: {error}")
-    finally:
-        if service is not None:
-            service.stop(grace=5.0)
-        if watch is not None:
-            watch.close()
     print(f"    {key}: {result.check_text()}", flush=True)
     return result
 

@@ -17,11 +17,12 @@ import shutil
 import signal
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from streamtools import kafka, paths, services
 
@@ -101,25 +102,30 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
 
 
 def start(name: str, args: Sequence[object], log_path: Path, env: Mapping[str, str] | None = None) -> services.Service:
-    """Starts a process; retries for a while when its executable is being rewritten."""
-    deadline = time.monotonic() + ARTIFACT_WAIT
-    while True:
-        try:
-            return services.Service(name, args, log_path, env=env)
-        except OSError as error:  # ETXTBSY, ENOENT, ENOEXEC while a build replaces the file
-            if time.monotonic() > deadline:
-                raise
-            print(f"    {name}: cannot start ({error}); retrying", flush=True)
-            time.sleep(2.0)
+    """Starts a process, retried while a build rewrites its executable."""
+    return retrying(name, lambda: services.Service(name, args, log_path, env=env))
 
 
 def start_runtime(
     binary: Path, plugin: Path, overrides: Mapping[str, object], log_path: Path, config: Path = paths.FRAUD_CONFIG
 ) -> services.Service:
-    args = [binary, "--plugin", plugin, config, *(f"{kafka_key(k)}={v}" for k, v in overrides.items())]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER__")}
-    env.setdefault("RUST_LOG", "info")
-    return start("runtime", args, log_path, env=env)
+    """The runtime as the tests start it, retried while a build rewrites the binary."""
+    overrides = {kafka_key(k): v for k, v in overrides.items()}
+    env = {"RUST_LOG": os.environ.get("RUST_LOG", "info")}
+    return retrying("runtime", lambda: services.start_runtime(binary, plugin, config, overrides, log_path, env=env))
+
+
+def retrying(name: str, make: Callable[[], services.Service]) -> services.Service:
+    """``make()``, tried again for a while when the executable is being rewritten."""
+    deadline = time.monotonic() + ARTIFACT_WAIT
+    while True:
+        try:
+            return make()
+        except OSError as error:  # ETXTBSY, ENOENT, ENOEXEC while a build replaces the file
+            if time.monotonic() > deadline:
+                raise
+            print(f"    {name}: cannot start ({error}); retrying", flush=True)
+            time.sleep(2.0)
 
 
 def memory_kib(pid: int) -> tuple[int, int] | None:
@@ -136,6 +142,21 @@ def memory_kib(pid: int) -> tuple[int, int] | None:
     if "VmHWM" not in values:
         return None
     return values["VmHWM"], values.get("VmRSS", 0)
+
+
+@contextmanager
+def watching(launch: Callable[[], services.Service], brokers: str, group: str, topic: str) -> Iterator["Watch"]:
+    """Starts a process with ``launch`` and yields its :class:`Watch`; the process is stopped and
+    the watch closed however the block ends."""
+    service = launch()
+    watch = None
+    try:
+        watch = Watch(service, brokers, group, topic)
+        yield watch
+    finally:
+        service.stop(grace=5.0)
+        if watch is not None:
+            watch.close()
 
 
 class Watch:
@@ -156,11 +177,8 @@ class Watch:
             self.peak_kib = max(self.peak_kib, memory[0])
 
     def read_committed(self) -> dict[int, int | None]:
-        answer = self._consumer.committed([TopicPartition(self.topic, p) for p in self._partitions], timeout=10)
-        result = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in answer}
-        del answer  # a live partition list can make close() hang
-        self.committed = result
-        return result
+        self.committed = kafka.read_committed(self._consumer, self.topic, self._partitions)
+        return self.committed
 
     def until_committed(self, ends: Mapping[int, int], timeout: float) -> float:
         """Returns the seconds it took once the group committed ``ends``; raises VariantFailure

@@ -244,9 +244,9 @@ def markdown(
         "Every variant read the same input topic with a consumer group of its own and wrote its own output "
         "topic; one variant ran at a time. A rate is the number of output records over the time from the first "
         "to the last output record's timestamp (tansu keeps the producing client's CreateTime; it ignores "
-        "LogAppendTime), so start-up and group join do not count. A variant is only reported if its output "
-        "was complete: every input id exactly once, verdicts equal to the model's own scores, committed "
-        "offsets at the end of the input. The figures are noisy on a shared 2-core machine; ratios from the "
+        "LogAppendTime), so start-up and group join do not count. A variant is marked ok only if its "
+        "output was complete: every input id exactly once, verdicts equal to the model's own scores, committed "
+        "offsets at the end of the input; otherwise it is marked FAILED with what was wrong. The figures are noisy on a shared 2-core machine; ratios from the "
         "same run mean more than absolute rates.", "",
         "B6 latency is an output record's timestamp minus its input record's timestamp. B6-broker offers the same "
         "load to a minimal forwarder (poll one record, produce it at once), measured the same way: the part of the "

@@ -8,7 +8,9 @@ whole run, but their failures are shown like any other.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 
 class VariantFailure(Exception):
@@ -41,6 +43,19 @@ class Result:
         self.status = "failed"
         self.problems.append(problem)
         return self
+
+    def fail_by(self, error: BaseException) -> "Result":
+        """Failed by ``error``: a VariantFailure says what went wrong; any other error (the
+        harness's or a client's) is named with its type."""
+        return self.fail(str(error) if isinstance(error, VariantFailure) else f"{type(error).__name__}: {error}")
+
+    @contextmanager
+    def reporting(self) -> Iterator["Result"]:
+        """Whatever fails inside the block fails this variant (see :meth:`fail_by`), not the run."""
+        try:
+            yield self
+        except Exception as error:
+            self.fail_by(error)
 
     def conclude(self, problems: list[str]) -> "Result":
         """Ok when the checks found no problem; failed with each of them otherwise."""

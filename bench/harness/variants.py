@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -24,7 +24,7 @@ from streamtools import paths, services
 
 from . import procs, verify
 from .data import Dataset
-from .result import Result, VariantFailure
+from .result import Result
 
 BENCH = Path(__file__).resolve().parents[1]
 PIPELINES = BENCH / "pipelines"
@@ -42,7 +42,6 @@ class Env:
     passthrough_plugin: Path | None
     overrides: Mapping[str, Mapping[str, str]]  # upper-case variant key (or its group, "B4") -> overrides
     timeout: float | None  # per variant; None: from the record count
-    notes: list[str] = field(default_factory=list)
 
     def timeout_for(self, records: int) -> float:
         return self.timeout if self.timeout else 120.0 + records / 1000.0
@@ -84,12 +83,10 @@ def run_pipeline(
     log = env.log_dir / f"{result.key}.log"
     timeout = env.timeout_for(dataset.count)
     result.records = dataset.count
-    service = watch = None
     print(f"--- {result.key}: {result.title} ({dataset.count:,} records, log {log})", flush=True)
-    try:
-        launched_ms = time.time() * 1000.0
-        service = launch(names, log)
-        watch = procs.Watch(service, env.brokers, names.group, dataset.topic)
+    launched_ms = time.time() * 1000.0
+    with result.reporting(), procs.watching(lambda: launch(names, log), env.brokers, names.group, dataset.topic) as watch:
+        service = watch.service
         wall = watch.until_committed(dataset.end_offsets, timeout)
         status = watch.stop()
         problems = [] if status == 0 else [f"exit status {status} after SIGTERM (log {log})"]
@@ -105,7 +102,7 @@ def run_pipeline(
         result.notes.append(f"peak RSS {watch.peak_mib:.0f} MiB")
         if service.name == "runtime":
             result.notes += runtime_counters(service.log(), result.figures)
-        if kind == "verdict" and dataset.scores is not None:
+        if kind == "verdict":
             result.figures["max_score_diff"] = check.max_score_diff
             result.notes.append(f"scores within {check.max_score_diff:.1e} of onnxruntime")
         if result.rate is None:
@@ -113,15 +110,6 @@ def run_pipeline(
         elif check.first_ts is not None and check.first_ts < launched_ms - 1000.0:
             problems.append("output timestamps older than the process: copied from the input? no rate")
         result.conclude(problems)
-    except VariantFailure as failure:
-        result.fail(str(failure))
-    except Exception as error:  # a harness or client error: report it against this variant
-        result.fail(f"{type(error).__name__}: {error}")
-    finally:
-        if service is not None:
-            service.stop(grace=5.0)
-        if watch is not None:
-            watch.close()
     rate = f", {result.rate:,.0f} records/s" if result.rate else ""
     print(f"    {result.key}: {result.check_text()}{rate}", flush=True)
     return result
@@ -162,7 +150,7 @@ def runtime_launch(env: Env, plugin: Path, input_topic: str, overrides: Mapping[
 
 
 def describe(overrides: Mapping[str, object]) -> str:
-    return " ".join(f"{procs.kafka_key(k)}={v}" for k, v in overrides.items())
+    return " ".join(f"{k}={v}" for k, v in overrides.items())
 
 
 def b1_ceiling(env: Env, dataset: Dataset) -> Result:
@@ -250,14 +238,3 @@ def b7_memory(env: Env, backlog: Dataset) -> Result:
         result.notes.append(f"overrides: {describe(extra)}")
     result.notes.append(f"backlog produced before start ({backlog.produce_seconds:.0f}s to produce)")
     return run_pipeline(env, result, backlog, "verdict", runtime_launch(env, env.fraud_plugin, backlog.topic, extra))
-
-
-def not_run(key: str, title: str, why: str, optional: bool = False) -> Result:
-    return Result(key, title, notes=[why], optional=optional)
-
-
-def fail_fast(result: Result, error: BaseException) -> Result:
-    """A variant whose set-up failed (model server, producing its input)."""
-    if isinstance(error, VariantFailure):
-        return result.fail(str(error))
-    return result.fail(f"{type(error).__name__}: {error}")

@@ -19,41 +19,32 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
-from streamtools import kafka
+from streamtools import fraud, kafka
 
 from .data import Dataset
 
 TOLERANCE = 1e-5  # largest difference from the onnxruntime score (tract, TF and ORT differ ~1e-7)
 VERDICT_FIELDS = {"id", "fraud_probability", "is_fraud", "model_name", "model_version"}
-THRESHOLD = np.float32(0.5)
+THRESHOLD = np.float32(fraud.THRESHOLD)
 
 
 def scan(brokers: str, topic: str, expected: int, visit: Callable, timeout: float, idle: float = 2.0) -> int:
     """Calls ``visit(msg)`` for every record of ``topic``; reads until ``expected`` records and
     then ``idle`` seconds without any (late extras show up), or until ``timeout``. The count."""
-    consumer = Consumer({
-        "bootstrap.servers": brokers,
-        "group.id": f"bench-reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-    })
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in kafka.partitions_of(brokers, topic)])
+    with kafka.TopicReader(brokers, topic) as reader:
         count = 0
         deadline = time.monotonic() + timeout
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
-            batch = consumer.consume(num_messages=1000, timeout=0.2)
+            batch = reader.consumer.consume(num_messages=1000, timeout=0.2)
             for msg in batch:
                 if msg.error():
                     raise KafkaException(msg.error())
@@ -63,11 +54,7 @@ def scan(brokers: str, topic: str, expected: int, visit: Callable, timeout: floa
                 quiet_since = time.monotonic()
             elif count >= expected and time.monotonic() - quiet_since >= idle:
                 break
-            elif expected == 0 and time.monotonic() - quiet_since >= idle:
-                break
         return count
-    finally:
-        consumer.close()
 
 
 @dataclass
@@ -128,14 +115,13 @@ class OutputCheck:
         self.flagged += bool(decoded["is_fraud"])
         if (decoded["model_name"], decoded["model_version"]) != ("fraud", "1"):
             self._problem("model name/version", f"id {tx_id}: {decoded['model_name']!r} {decoded['model_version']!r}")
-        if self.dataset.scores is not None:
-            diff = abs(p - float(self.dataset.scores[index]))
-            self.max_score_diff = max(self.max_score_diff, diff)
-            if diff > TOLERANCE:
-                self._problem(
-                    f"fraud_probability off by more than {TOLERANCE:g}",
-                    f"id {tx_id}: {p} vs {float(self.dataset.scores[index])}",
-                )
+        diff = abs(p - float(self.dataset.scores[index]))
+        self.max_score_diff = max(self.max_score_diff, diff)
+        if diff > TOLERANCE:
+            self._problem(
+                f"fraud_probability off by more than {TOLERANCE:g}",
+                f"id {tx_id}: {p} vs {float(self.dataset.scores[index])}",
+            )
 
     @property
     def distinct(self) -> int:

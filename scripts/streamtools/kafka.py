@@ -236,10 +236,15 @@ def committed_offsets(brokers: str, group: str, topic: str, timeout: float = 10.
     partitions = partitions_of(brokers, topic)
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
     try:
-        answer = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
-        result = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in answer}
-        # Drop the partition list before closing: a live list can make close() hang.
-        del answer
+        return read_committed(consumer, topic, partitions, timeout)
     finally:
         consumer.close()
+
+
+def read_committed(consumer: Consumer, topic: str, partitions: Sequence[int], timeout: float = 10.0) -> dict[int, int | None]:
+    """What ``consumer``'s group has committed per partition of ``topic`` (None: nothing)."""
+    answer = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+    result = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in answer}
+    # Drop the partition list before the consumer closes: a live list can make close() hang.
+    del answer
     return result
