@@ -346,8 +346,8 @@ fn output_line(input: &InputRecord, output: &OutputRecord) -> String {
 fn dead_letter_line(input: &InputRecord, failure: &Failure) -> String {
     let line = DeadLetterLine {
         line: input.offset,
-        reason: failure.reason,
-        fault: failure.fault.as_str(),
+        reason: failure.reason.code(),
+        fault: failure.fault().as_str(),
         message: &failure.message,
         value: bytes_json(input.value.as_deref()),
     };

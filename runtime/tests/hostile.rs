@@ -105,7 +105,7 @@ async fn an_infinite_loop_is_stopped_by_the_wall_clock_limit() {
     let pool = pool();
     let (result, elapsed) = between_good_records(&pool, "loop").await;
     let failure = failure(result);
-    assert_eq!(failure.reason, "plugin-timeout", "{failure}");
+    assert_eq!(failure.reason.code(), "plugin-timeout", "{failure}");
     assert!(elapsed < CONTAINED_WITHIN, "containment took {elapsed:?}");
     assert!(
         elapsed >= CALL_TIMEOUT,
@@ -119,7 +119,7 @@ async fn a_memory_bomb_is_stopped_by_the_memory_limit() {
     let pool = pool();
     let (result, elapsed) = between_good_records(&pool, "memory").await;
     let failure = failure(result);
-    assert_eq!(failure.reason, "plugin-memory", "{failure}");
+    assert_eq!(failure.reason.code(), "plugin-memory", "{failure}");
     assert!(
         failure.message.contains(&MEMORY_LIMIT.to_string()),
         "{failure}"
@@ -134,7 +134,7 @@ async fn stack_overflow_and_panic_are_traps() {
     for command in ["recurse", "panic"] {
         let (result, elapsed) = between_good_records(&pool, command).await;
         let failure = failure(result);
-        assert_eq!(failure.reason, "plugin-trap", "{command}: {failure}");
+        assert_eq!(failure.reason.code(), "plugin-trap", "{command}: {failure}");
         assert!(
             elapsed < CONTAINED_WITHIN,
             "{command}: containment took {elapsed:?}"
@@ -149,7 +149,11 @@ async fn the_plugin_has_no_files_no_network_and_no_environment() {
     for command in ["open-file", "connect"] {
         let (result, _) = between_good_records(&pool, command).await;
         let failure = failure(result);
-        assert_eq!(failure.reason, "plugin-error", "{command}: {failure}");
+        assert_eq!(
+            failure.reason.code(),
+            "plugin-error",
+            "{command}: {failure}"
+        );
         assert!(failure.message.contains("denied"), "{command}: {failure}");
     }
     let (result, _) = between_good_records(&pool, "env").await;

@@ -141,8 +141,8 @@ async fn prepare_builds_the_feature_tensor_and_isolates_a_poison_record() {
         assert_eq!(values[29], 149.62, "Amount comes last");
     }
     let failure = decisions[1].as_ref().expect_err("poison record fails");
-    assert_eq!(failure.reason, "invalid-record");
-    assert_eq!(failure.fault.as_str(), "record");
+    assert_eq!(failure.reason.code(), "invalid-record");
+    assert_eq!(failure.fault().as_str(), "record");
     pool.shutdown();
 }
 
@@ -198,7 +198,7 @@ async fn a_response_without_the_expected_output_is_dead_lettered() {
         .await
         .expect("plugin runs");
     let failure = outputs[0].as_ref().expect_err("cannot score");
-    assert_eq!(failure.reason, "invalid-response");
+    assert_eq!(failure.reason.code(), "invalid-response");
     assert!(
         failure.message.contains("fraud_probability"),
         "{}",

@@ -31,7 +31,7 @@ use tonic::{Code, Status};
 
 use crate::config::{Backend as BackendSettings, ModelSettings};
 use crate::contract::{InferenceRequest, InferenceResponse};
-use crate::failure::{Failure, Fault};
+use crate::failure::{Failure, Reason};
 pub use breaker::Breaker;
 pub(crate) use describe::dtype_name;
 pub use describe::{ModelDescription, ModelTensor, mismatches};
@@ -115,26 +115,26 @@ impl InferenceError {
     pub fn failure(&self) -> Failure {
         let message = self.to_string();
         match self {
-            InferenceError::Request(_) => Failure::new("invalid-request", Fault::Plugin, message),
-            InferenceError::Response(_) => Failure::new("invalid-response", Fault::Model, message),
-            InferenceError::Deadline(_) => Failure::new("model-timeout", Fault::Model, message),
+            InferenceError::Request(_) => Failure::new(Reason::InvalidRequest, message),
+            InferenceError::Response(_) => Failure::new(Reason::InvalidResponse, message),
+            InferenceError::Deadline(_) => Failure::new(Reason::ModelTimeout, message),
             InferenceError::Status(s) => {
                 let reason = match s.code() {
-                    Code::NotFound => "model-not-found",
-                    Code::InvalidArgument => "model-invalid-argument",
-                    Code::FailedPrecondition => "model-failed-precondition",
-                    Code::Unavailable => "model-unavailable",
-                    Code::ResourceExhausted => "model-overloaded",
-                    Code::DeadlineExceeded => "model-timeout",
-                    _ => "model-error",
+                    Code::NotFound => Reason::ModelNotFound,
+                    Code::InvalidArgument => Reason::ModelInvalidArgument,
+                    Code::FailedPrecondition => Reason::ModelFailedPrecondition,
+                    Code::Unavailable => Reason::ModelUnavailable,
+                    Code::ResourceExhausted => Reason::ModelOverloaded,
+                    Code::DeadlineExceeded => Reason::ModelTimeout,
+                    _ => Reason::ModelError,
                 };
-                Failure::new(reason, Fault::Model, message)
+                Failure::new(reason, message)
             }
-            InferenceError::Split { .. } => Failure::new("invalid-response", Fault::Model, message),
+            InferenceError::Split { .. } => Failure::new(Reason::InvalidResponse, message),
             InferenceError::Endpoint { .. }
             | InferenceError::Load { .. }
             | InferenceError::Connect { .. }
-            | InferenceError::Metadata { .. } => Failure::new("model-error", Fault::Model, message),
+            | InferenceError::Metadata { .. } => Failure::new(Reason::ModelError, message),
         }
     }
 }

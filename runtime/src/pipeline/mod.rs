@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::config::PipelineSettings;
 use crate::contract::{Completion, Decision, InputRecord, Origin, OutputRecord};
-use crate::failure::{Failure, Fault};
+use crate::failure::{Failure, Reason};
 use crate::inference::Inference;
 use crate::kafka::headers::RawHeader;
 use crate::metrics::{Counters, Summary, millis};
@@ -445,7 +445,7 @@ impl Pipeline {
         if let Err(failure) = &result {
             tracing::warn!(
                 topic = %record.topic, partition = record.partition, offset = record.offset,
-                reason = failure.reason, fault = %failure.fault, error = %failure.message,
+                reason = failure.reason.code(), fault = %failure.fault(), error = %failure.message,
                 "record sent to the dead-letter topic"
             );
             dead_letter = true;
@@ -511,8 +511,7 @@ impl Pipeline {
 /// Why an input is dead-lettered when the broker refuses one of its outputs.
 fn output_refused(error: &SinkError) -> Failure {
     Failure::new(
-        "output-refused",
-        Fault::Plugin,
+        Reason::OutputRefused,
         format!("an output record was refused: {error}"),
     )
 }
@@ -710,8 +709,7 @@ pub(crate) async fn process(
             record,
             result: result.unwrap_or_else(|| {
                 Err(Failure::new(
-                    "plugin-contract",
-                    Fault::Plugin,
+                    Reason::PluginContract,
                     "the plugin returned no result for this record",
                 ))
             }),

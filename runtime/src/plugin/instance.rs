@@ -15,7 +15,7 @@ use super::{LoadedPlugin, PluginError, StoreState};
 use crate::contract::{
     Completion, Decision, InputRecord, ModelRequirements, OutputRecord, PluginError as GuestError,
 };
-use crate::failure::{Failure, Fault};
+use crate::failure::{Failure, Reason};
 
 /// Caps the linear memory of one instance and remembers whether the cap was hit, so that the
 /// trap that usually follows (an allocation failure in the guest) is reported as what it is.
@@ -72,26 +72,22 @@ impl CallError {
     fn failure(&self, plugin: &LoadedPlugin) -> Failure {
         match self {
             CallError::Timeout => Failure::new(
-                "plugin-timeout",
-                Fault::Plugin,
+                Reason::PluginTimeout,
                 format!(
                     "plugin call exceeded its wall-clock limit of {:?}",
                     plugin.call_timeout
                 ),
             ),
             CallError::Memory => Failure::new(
-                "plugin-memory",
-                Fault::Plugin,
+                Reason::PluginMemory,
                 format!(
                     "plugin exceeded its memory limit of {} bytes",
                     plugin.memory_limit
                 ),
             ),
-            CallError::Trap(message) => Failure::new(
-                "plugin-trap",
-                Fault::Plugin,
-                format!("plugin trapped: {message}"),
-            ),
+            CallError::Trap(message) => {
+                Failure::new(Reason::PluginTrap, format!("plugin trapped: {message}"))
+            }
         }
     }
 }
@@ -99,9 +95,9 @@ impl CallError {
 /// Maps an error the plugin returned for one record to a dead-letter failure.
 pub(super) fn guest_failure(error: GuestError) -> Failure {
     match error {
-        GuestError::InvalidRecord(m) => Failure::new("invalid-record", Fault::Record, m),
-        GuestError::InvalidResponse(m) => Failure::new("invalid-response", Fault::Model, m),
-        GuestError::Failed(m) => Failure::new("plugin-error", Fault::Plugin, m),
+        GuestError::InvalidRecord(m) => Failure::new(Reason::InvalidRecord, m),
+        GuestError::InvalidResponse(m) => Failure::new(Reason::InvalidResponse, m),
+        GuestError::Failed(m) => Failure::new(Reason::PluginError, m),
     }
 }
 
@@ -239,8 +235,7 @@ impl Instance {
                 .collect()),
             Ok(results) => {
                 let failure = Failure::new(
-                    "plugin-contract",
-                    Fault::Plugin,
+                    Reason::PluginContract,
                     format!(
                         "plugin returned {} results for {} inputs",
                         results.len(),
@@ -254,7 +249,7 @@ impl Instance {
                 tracing::warn!(
                     plugin = &*self.plugin.name,
                     batch = items.len(),
-                    reason = failure.reason,
+                    reason = failure.reason.code(),
                     error = %failure.message,
                     "plugin call failed; rebuilding the instance"
                 );

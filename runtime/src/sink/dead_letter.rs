@@ -85,11 +85,14 @@ pub(super) fn shape<'a>(
         value: input.value.as_deref(),
         headers,
         notes: vec![
-            ("dead-letter-reason", failure.reason.as_bytes().to_vec()),
+            (
+                "dead-letter-reason",
+                failure.reason.code().as_bytes().to_vec(),
+            ),
             ("dead-letter-message", capped(&failure.message).into_bytes()),
             (
                 "dead-letter-fault",
-                failure.fault.as_str().as_bytes().to_vec(),
+                failure.fault().as_str().as_bytes().to_vec(),
             ),
             ("source-topic", input.topic.as_bytes().to_vec()),
             ("source-partition", input.partition.to_string().into_bytes()),
@@ -188,7 +191,7 @@ mod tests {
 
     use super::*;
     use crate::contract::Header;
-    use crate::failure::Fault;
+    use crate::failure::Reason;
 
     fn input(key: usize, value: usize, headers: usize) -> InputRecord {
         InputRecord {
@@ -208,7 +211,7 @@ mod tests {
     }
 
     fn failure() -> Failure {
-        Failure::new("invalid-record", Fault::Record, "not JSON")
+        Failure::new(Reason::InvalidRecord, "not JSON")
     }
 
     fn note<'a>(letter: &'a Letter<'_>, key: &str) -> Option<&'a str> {

@@ -18,7 +18,7 @@ use rdkafka::{ClientConfig, Timestamp};
 
 use crate::config::KafkaSettings;
 use crate::contract::{Header, InputRecord};
-use crate::failure::{Failure, Fault};
+use crate::failure::{Failure, Reason};
 use crate::kafka::headers::{self, RawHeader};
 use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
 pub use ownership::NOT_OWNED;
@@ -332,8 +332,7 @@ fn contract_headers(raw: Vec<RawHeader>) -> (Vec<Header>, Option<Vec<RawHeader>>
         .position(|h| std::str::from_utf8(&h.key).is_err())
         .map(|i| {
             Failure::new(
-                "invalid-header",
-                Fault::Record,
+                Reason::InvalidHeader,
                 format!(
                     "header {i}'s key is not UTF-8 ({}); the plugin contract takes text keys",
                     escape(&raw[i].key)
@@ -398,8 +397,7 @@ mod tests {
         let original = vec![raw(b"ok", Some(b"1")), raw(&[0xff, b'x'], Some(b"2"))];
         let (_, exact, refused) = contract_headers(original.clone());
         let refused = refused.expect("refused");
-        assert_eq!(refused.reason, "invalid-header");
-        assert_eq!(refused.fault, Fault::Record);
+        assert_eq!(refused.reason, Reason::InvalidHeader);
         assert!(
             refused.message.contains("header 1") && refused.message.contains("\\xffx"),
             "{}",
