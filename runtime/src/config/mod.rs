@@ -41,6 +41,13 @@ pub mod defaults {
     pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
     pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long one transaction collects outputs in exactly-once mode (Kafka Streams: 100 ms).
+    pub const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
+    /// librdkafka's `transaction.timeout.ms` in exactly-once mode unless `[kafka.producer]`
+    /// sets it (librdkafka: 60 s): how long the transaction of an instance that died stays open,
+    /// holding back `read_committed` readers of the output, unless a restart with the same
+    /// `transactional-id` aborts it at once.
+    pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
     /// librdkafka consumer properties the runtime sets unless `[kafka.consumer]` overrides them.
     /// - `fetch.wait.max.ms` 50 (librdkafka: 500): how long the broker may hold a fetch that
@@ -74,6 +81,21 @@ const CONSUMER_GUARDS: &[Guard] = &[
               everything since the start again",
     },
 ];
+/// In exactly-once mode offsets are committed by the transactions alone, and input records of
+/// transactions that were aborted upstream must not be read.
+const CONSUMER_GUARDS_EXACTLY_ONCE: &[Guard] = &[
+    Guard::owned("bootstrap.servers"),
+    Guard::owned("group.id"),
+    Guard::owned("enable.auto.offset.store"),
+    Guard::owned("enable.partition.eof"),
+    Guard::owned("enable.auto.commit"),
+    Guard {
+        key: "isolation.level",
+        allowed: &["read_committed"],
+        why: "records of aborted upstream transactions would be read, and their outputs \
+              committed",
+    },
+];
 /// `acks` and its librdkafka alias `request.required.acks` are one setting.
 const ACKS: Guard = Guard {
     key: "acks",
@@ -93,6 +115,7 @@ const PRODUCER_GUARDS: &[Guard] = &[
         allowed: &["true"],
         why: "the producer's retries could then duplicate or reorder outputs",
     },
+    Guard::owned("transactional.id"),
 ];
 
 /// A pass-through property the runtime constrains.
@@ -137,6 +160,21 @@ pub struct KafkaSettings {
     pub consumer: Passthrough,
     /// Passed to librdkafka's producer as they are.
     pub producer: Passthrough,
+    pub delivery: Delivery,
+}
+
+/// What a record's outputs may become downstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every record's outputs at least once: offsets are committed behind acknowledged outputs.
+    #[default]
+    AtLeastOnce,
+    /// Every record's outputs exactly once for `read_committed` readers: outputs, dead letters
+    /// and the input offsets are written in one transaction per `interval`.
+    ExactlyOnce {
+        interval: Duration,
+        transactional_id: String,
+    },
 }
 
 /// Where predictions come from.
@@ -364,7 +402,12 @@ fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
         s.problem("output-topic", "must differ from input-topic");
     }
     let startup_timeout = s.duration("startup-timeout", defaults::STARTUP_TIMEOUT);
-    let consumer = passthrough(&mut s, "consumer", CONSUMER_GUARDS);
+    let delivery = read_delivery(&mut s, &group_id);
+    let consumer_guards = match delivery {
+        Delivery::AtLeastOnce => CONSUMER_GUARDS,
+        Delivery::ExactlyOnce { .. } => CONSUMER_GUARDS_EXACTLY_ONCE,
+    };
+    let consumer = passthrough(&mut s, "consumer", consumer_guards);
     let producer = passthrough(&mut s, "producer", PRODUCER_GUARDS);
     KafkaSettings {
         brokers,
@@ -375,7 +418,60 @@ fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
         startup_timeout,
         consumer,
         producer,
+        delivery,
     }
+}
+
+/// `delivery`, and in exactly-once mode `transaction-interval` and `transactional-id`.
+fn read_delivery(s: &mut Section<'_>, group_id: &str) -> Delivery {
+    let id = s.optional_string("transactional-id");
+    match s.optional_string("delivery").as_deref() {
+        None | Some("at-least-once") => {
+            let interval = s.optional_string("transaction-interval");
+            for (key, given) in [("transaction-interval", interval), ("transactional-id", id)] {
+                if given.is_some() {
+                    s.problem(key, "applies only with delivery = \"exactly-once\"");
+                }
+            }
+            Delivery::AtLeastOnce
+        }
+        Some("exactly-once") => {
+            let interval = s.duration("transaction-interval", defaults::TRANSACTION_INTERVAL);
+            if interval.is_zero() {
+                s.problem("transaction-interval", "must be more than 0");
+            }
+            let transactional_id = match id {
+                Some(id) if id.trim().is_empty() => {
+                    s.problem("transactional-id", "must not be empty");
+                    id
+                }
+                Some(id) => id,
+                None => format!("{group_id}-{}-{}", host_name(), std::process::id()),
+            };
+            Delivery::ExactlyOnce {
+                interval,
+                transactional_id,
+            }
+        }
+        Some(other) => {
+            s.problem(
+                "delivery",
+                format!("expected \"at-least-once\" or \"exactly-once\", found {other:?}"),
+            );
+            Delivery::AtLeastOnce
+        }
+    }
+}
+
+/// This machine's name (a pod's name in Kubernetes), so that instances in one group get
+/// distinct transactional ids by default.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn passthrough(s: &mut Section<'_>, key: &str, guards: &[Guard]) -> Passthrough {

@@ -1,18 +1,22 @@
 //! The Kafka sink: produces output records and dead letters, and hands back a future per record
 //! that resolves when the broker has acknowledged it. The pipeline counts a record as finished
 //! only once all of its acknowledgements are in.
+//!
+//! In exactly-once mode the producer is transactional: the pipeline opens a transaction before
+//! it sends, and commits it with the input offsets it covers ([`Sink::commit`]) or aborts it.
 
 mod dead_letter;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, TopicPartitionList};
 
-use crate::config::KafkaSettings;
+use crate::config::{Delivery, KafkaSettings, defaults};
 use crate::contract::{InputRecord, OutputRecord};
 use crate::failure::Failure;
 use crate::kafka::headers::{self, RawHeader};
@@ -69,6 +73,50 @@ pub enum SinkError {
         #[source]
         source: KafkaError,
     },
+    #[error("cannot start transactions as {id:?}: {source}")]
+    InitTransactions {
+        id: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError {
+    /// The transaction must be aborted and its records read again; the producer goes on.
+    #[error("the transaction must be aborted: {0}")]
+    Abortable(#[source] KafkaError),
+    /// The producer cannot go on: another instance took over its transactional id (fenced), or
+    /// the brokers refused transactions for good.
+    #[error("the transactional producer cannot go on: {0}")]
+    Fatal(#[source] KafkaError),
+}
+
+impl TransactionError {
+    fn of(error: KafkaError) -> Self {
+        match &error {
+            KafkaError::Transaction(e) if e.is_fatal() => Self::Fatal(error),
+            _ => Self::Abortable(error),
+        }
+    }
+}
+
+/// Calls `step` until it succeeds, fails in a way a retry cannot mend, or `until` passes.
+fn retrying(
+    until: std::time::Instant,
+    step: impl Fn(Duration) -> Result<(), KafkaError>,
+) -> Result<(), TransactionError> {
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match step(left) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && !left.is_zero() => {
+                tracing::debug!(error = %e, "transaction step failed; retrying");
+            }
+            Err(error) => return Err(TransactionError::of(error)),
+        }
+    }
 }
 
 impl SinkError {
@@ -108,6 +156,7 @@ pub struct Sink {
     dead_letter_topic: Arc<str>,
     /// The producer's `message.max.bytes`: dead letters are cut to fit it.
     max_message: usize,
+    transactional: bool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -160,16 +209,29 @@ impl Pending {
 }
 
 impl Sink {
-    /// Creates an idempotent producer and checks that the output and dead-letter topics exist.
+    /// Creates an idempotent producer (transactional in exactly-once mode, fencing any earlier
+    /// producer with its transactional id) and checks that the output and dead-letter topics
+    /// exist.
     ///
     /// # Errors
-    /// [`SinkError`] naming the brokers or the missing topic.
+    /// [`SinkError`] naming the brokers, the missing topic or the transactional id.
     pub async fn connect(settings: &KafkaSettings) -> Result<Self, SinkError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all");
+        let transactional_id = match &settings.delivery {
+            Delivery::AtLeastOnce => None,
+            Delivery::ExactlyOnce {
+                transactional_id, ..
+            } => {
+                config
+                    .set("transactional.id", transactional_id)
+                    .set("transaction.timeout.ms", defaults::TRANSACTION_TIMEOUT_MS);
+                Some(transactional_id.clone())
+            }
+        };
         for (k, v) in &settings.producer.0 {
             config.set(k, v);
         }
@@ -203,11 +265,75 @@ impl Sink {
             .find(|(k, _)| k == "message.max.bytes")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_MESSAGE);
+        if let Some(id) = &transactional_id {
+            let starting = producer.clone();
+            tokio::task::spawn_blocking(move || starting.init_transactions(timeout))
+                .await
+                .unwrap_or(Err(KafkaError::Canceled))
+                .map_err(|source| SinkError::InitTransactions {
+                    id: id.clone(),
+                    source,
+                })?;
+            tracing::info!(transactional_id = %id, "transactions ready");
+        }
         Ok(Self {
             producer,
             output_topic: settings.output_topic.as_str().into(),
             dead_letter_topic: settings.dead_letter_topic.as_str().into(),
             max_message,
+            transactional: transactional_id.is_some(),
+        })
+    }
+
+    /// Whether records are produced in transactions (exactly-once mode).
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Opens a transaction; every record sent until [`Sink::commit`] or [`Sink::abort`]
+    /// belongs to it.
+    ///
+    /// # Errors
+    /// [`TransactionError`] when the producer is in no state to open one.
+    pub fn begin(&self) -> Result<(), TransactionError> {
+        self.producer
+            .begin_transaction()
+            .map_err(TransactionError::of)
+    }
+
+    /// Adds the input `offsets` (the next offset to read, per partition) to the open transaction
+    /// and commits it, retrying what may be retried until `timeout`. Blocks.
+    ///
+    /// # Errors
+    /// [`TransactionError::Abortable`] when the transaction must be aborted (a record in it
+    /// failed, the group rebalanced, the time ran out), [`TransactionError::Fatal`] when the
+    /// producer was fenced.
+    pub fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), TransactionError> {
+        let until = std::time::Instant::now() + timeout;
+        if offsets.count() > 0 {
+            retrying(until, |left| {
+                self.producer
+                    .send_offsets_to_transaction(offsets, group, left)
+            })?;
+        }
+        retrying(until, |left| self.producer.commit_transaction(left))
+    }
+
+    /// Aborts the open transaction: its records are never shown to `read_committed` readers.
+    /// Blocks for up to `timeout`.
+    ///
+    /// # Errors
+    /// [`TransactionError`] when the abort itself fails; the producer cannot go on then.
+    pub fn abort(&self, timeout: Duration) -> Result<(), TransactionError> {
+        let until = std::time::Instant::now() + timeout;
+        retrying(until, |left| self.producer.abort_transaction(left)).map_err(|e| match e {
+            TransactionError::Abortable(source) => TransactionError::Fatal(source),
+            fatal => fatal,
         })
     }
 

@@ -11,12 +11,12 @@ mod ownership;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Timestamp};
 
-use crate::config::KafkaSettings;
+use crate::config::{Delivery, KafkaSettings};
 use crate::contract::{Header, InputRecord};
 use crate::failure::{Failure, Reason};
 use crate::kafka::headers::{self, RawHeader};
@@ -131,9 +131,11 @@ impl Source {
                 Ok(message) => {
                     // Rebalance callbacks run inside `recv`, before any record of a new
                     // assignment is returned: the generation read now is the record's own.
-                    let generation = self
-                        .ownership
-                        .generation(message.topic(), message.partition());
+                    let generation = self.ownership.generation(
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                    );
                     return to_record(&message, &self.shared_topic, generation);
                 }
                 Err(error) => tracing::warn!(topic = %self.topic, %error, "consumer error"),
@@ -160,6 +162,46 @@ impl Source {
                 "partition no longer owned: offset not stored"
             );
         }
+    }
+
+    /// The consumer group's metadata for a transaction committing the input `positions`
+    /// (topic, partition, generation), if every one of those partitions is still owned under
+    /// its generation. Checked and taken under one lock, so the metadata names the generation
+    /// of the group the records were read in: should a rebalance follow, the broker refuses
+    /// the transaction's offsets.
+    pub fn group_metadata_while_owned<'a>(
+        &self,
+        positions: impl Iterator<Item = (&'a str, i32, u64)>,
+    ) -> Option<ConsumerGroupMetadata> {
+        self.ownership
+            .all_owned(positions, || self.consumer.group_metadata())
+            .flatten()
+    }
+
+    /// A transaction committed everything below `next` in `partition` (read under
+    /// `generation`): an abort rewinds no further back.
+    pub fn committed_in_transaction(
+        &self,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+        next: i64,
+    ) {
+        self.ownership.committed(topic, partition, generation, next);
+    }
+
+    /// Moves every owned partition that has been read back to where no committed transaction
+    /// covers it, so that what an aborted transaction held is read again. Blocks for up to
+    /// `timeout` per partition. Returns how many partitions were moved.
+    pub fn rewind(&self, timeout: Duration) -> usize {
+        self.ownership.rewind(|topic, partition, offset| {
+            if let Err(error) =
+                self.consumer
+                    .seek(topic, partition, rdkafka::Offset::Offset(offset), timeout)
+            {
+                tracing::warn!(topic, partition, offset, %error, "cannot rewind the partition");
+            }
+        })
     }
 
     /// Stops fetching from every assigned partition, and from any assigned until
@@ -266,6 +308,10 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("group.id", &settings.group_id)
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
+    if settings.delivery != Delivery::AtLeastOnce {
+        // Transactions commit the offsets; librdkafka never does.
+        config.set("enable.auto.commit", "false");
+    }
     for (k, v) in crate::config::defaults::CONSUMER {
         config.set(*k, *v);
     }

@@ -6,6 +6,10 @@
 //! assigned again, perhaps at a higher committed offset) can never store an offset: the new
 //! owner reads those records again, and the committed offset never moves backwards.
 //!
+//! Each owned partition also keeps its *rewind point*: the offset its first record under the
+//! current generation had, moved on by every transaction committed for it. In exactly-once
+//! mode an aborted transaction is undone by seeking each owned partition back there.
+//!
 //! librdkafka keeps a partition's pause flag across a revoke and a new assignment, and a
 //! partition assigned while the reader is paused must not be fetched either: the reader's wish
 //! is re-applied to every assignment here, in the rebalance callback, before any record of the
@@ -25,10 +29,18 @@ use crate::kafka::KafkaContext;
 /// Generations are counted from 1; 0 means "not owned".
 pub const NOT_OWNED: u64 = 0;
 
+/// One partition this member owns.
+#[derive(Debug, Clone, Copy)]
+struct Owned {
+    generation: u64,
+    /// Where reading must start again to redo everything not committed under this generation.
+    rewind_to: Option<i64>,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// topic → partition → generation of the current assignment.
-    owned: HashMap<String, HashMap<i32, u64>>,
+    /// topic → partition → the current assignment.
+    owned: HashMap<String, HashMap<i32, Owned>>,
     last_generation: u64,
     paused: bool,
     /// Assignments seen, for the logs and tests.
@@ -47,14 +59,66 @@ impl Ownership {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The generation under which `partition` is owned now, or [`NOT_OWNED`].
-    pub(super) fn generation(&self, topic: &str, partition: i32) -> u64 {
-        self.lock()
+    /// The generation under which `partition` is owned now, or [`NOT_OWNED`], for a record at
+    /// `offset` just read from it: the first such record sets the partition's rewind point.
+    pub(super) fn generation(&self, topic: &str, partition: i32, offset: i64) -> u64 {
+        let mut state = self.lock();
+        match state
             .owned
-            .get(topic)
-            .and_then(|ps| ps.get(&partition))
-            .copied()
-            .unwrap_or(NOT_OWNED)
+            .get_mut(topic)
+            .and_then(|ps| ps.get_mut(&partition))
+        {
+            Some(owned) => {
+                owned.rewind_to.get_or_insert(offset);
+                owned.generation
+            }
+            None => NOT_OWNED,
+        }
+    }
+
+    /// Whether every partition in `positions` (topic, partition, generation) is still owned under
+    /// that generation; if so, `then` runs holding the state, so that no revocation can come
+    /// between the check and what it does.
+    pub(super) fn all_owned<'a, T>(
+        &self,
+        mut positions: impl Iterator<Item = (&'a str, i32, u64)>,
+        then: impl FnOnce() -> T,
+    ) -> Option<T> {
+        let state = self.lock();
+        positions
+            .all(|(topic, partition, generation)| state.is_owned(topic, partition, generation))
+            .then(then)
+    }
+
+    /// A transaction committed everything below `next` in `partition`: a rewind goes no further
+    /// back, if the partition is still owned under `generation`.
+    pub(super) fn committed(&self, topic: &str, partition: i32, generation: u64, next: i64) {
+        let mut state = self.lock();
+        if let Some(owned) = state
+            .owned
+            .get_mut(topic)
+            .and_then(|ps| ps.get_mut(&partition))
+            && owned.generation == generation
+        {
+            owned.rewind_to = Some(next);
+        }
+    }
+
+    /// Where each owned partition that has been read must be read again from, to redo what no
+    /// transaction committed; `seek` moves the consumer there, under the lock so that no
+    /// rebalance comes between.
+    pub(super) fn rewind(&self, mut seek: impl FnMut(&str, i32, i64)) -> usize {
+        let state = self.lock();
+        let mut sought = 0;
+        for (topic, partitions) in &state.owned {
+            for (partition, owned) in partitions {
+                if let Some(offset) = owned.rewind_to {
+                    seek(topic, *partition, offset);
+                    sought += 1;
+                }
+            }
+        }
+        sought
     }
 
     /// Runs `store` if `partition` is still owned under `generation`, holding the state so that
@@ -67,8 +131,7 @@ impl Ownership {
         store: impl FnOnce(),
     ) -> bool {
         let state = self.lock();
-        let owned = generation != NOT_OWNED
-            && state.owned.get(topic).and_then(|ps| ps.get(&partition)) == Some(&generation);
+        let owned = state.is_owned(topic, partition, generation);
         if owned {
             store();
         }
@@ -100,11 +163,13 @@ impl Ownership {
         for (topic, partition) in assigned {
             state.last_generation += 1;
             let generation = state.last_generation;
-            state
-                .owned
-                .entry(topic.clone())
-                .or_default()
-                .insert(*partition, generation);
+            state.owned.entry(topic.clone()).or_default().insert(
+                *partition,
+                Owned {
+                    generation,
+                    rewind_to: None,
+                },
+            );
         }
         hold(state.paused);
     }
@@ -122,6 +187,17 @@ impl Ownership {
                 }
             }
         }
+    }
+}
+
+impl State {
+    fn is_owned(&self, topic: &str, partition: i32, generation: u64) -> bool {
+        generation != NOT_OWNED
+            && self
+                .owned
+                .get(topic)
+                .and_then(|ps| ps.get(&partition))
+                .is_some_and(|o| o.generation == generation)
     }
 }
 
@@ -198,9 +274,9 @@ mod tests {
     #[test]
     fn a_reassigned_partition_gets_a_new_generation_and_the_old_one_cannot_store() {
         let o = Ownership::default();
-        assert_eq!(o.generation("in", 0), NOT_OWNED);
+        assert_eq!(o.generation("in", 0, 0), NOT_OWNED);
         o.assign(&[p(0), p(1)], |_| {});
-        let first = o.generation("in", 0);
+        let first = o.generation("in", 0, 0);
         assert_ne!(first, NOT_OWNED);
         assert!(o.while_owned("in", 0, first, || {}));
 
@@ -209,12 +285,12 @@ mod tests {
         assert!(!o.while_owned("in", 0, first, || stored = true));
         assert!(!stored, "a revoked partition stores nothing");
         assert!(
-            o.while_owned("in", 1, o.generation("in", 1), || {}),
+            o.while_owned("in", 1, o.generation("in", 1, 0), || {}),
             "others stay owned"
         );
 
         o.assign(&[p(0)], |_| {});
-        let second = o.generation("in", 0);
+        let second = o.generation("in", 0, 0);
         assert!(second > first);
         assert!(
             !o.while_owned("in", 0, first, || {}),
@@ -238,10 +314,48 @@ mod tests {
     }
 
     #[test]
+    fn a_rewind_goes_back_to_the_first_record_read_or_the_last_commit() {
+        let o = Ownership::default();
+        o.assign(&[p(0), p(1), p(2)], |_| {});
+        let g0 = o.generation("in", 0, 40);
+        o.generation("in", 0, 41);
+        let g1 = o.generation("in", 1, 7);
+        o.committed("in", 1, g1, 9);
+        o.committed("in", 0, g0 + 100, 99);
+        let mut sought = Vec::new();
+        let n = o.rewind(|t, p, at| sought.push((t.to_owned(), p, at)));
+        sought.sort();
+        assert_eq!(n, 2, "partition 2 has had nothing read");
+        assert_eq!(
+            sought,
+            [("in".to_owned(), 0, 40), ("in".to_owned(), 1, 9)],
+            "a commit under another generation moves nothing"
+        );
+        o.revoke(Some(&[p(1)]));
+        o.assign(&[p(1)], |_| {});
+        let mut sought = Vec::new();
+        o.rewind(|_, p, at| sought.push((p, at)));
+        assert_eq!(sought, [(0, 40)], "a reassigned partition starts afresh");
+    }
+
+    #[test]
+    fn all_owned_runs_only_when_every_generation_is_current() {
+        let o = Ownership::default();
+        o.assign(&[p(0), p(1)], |_| {});
+        let g0 = o.generation("in", 0, 0);
+        let g1 = o.generation("in", 1, 0);
+        let both = [("in", 0, g0), ("in", 1, g1)];
+        assert_eq!(o.all_owned(both.into_iter(), || 5), Some(5));
+        o.revoke(Some(&[p(1)]));
+        o.assign(&[p(1)], |_| {});
+        assert_eq!(o.all_owned(both.into_iter(), || 5), None);
+    }
+
+    #[test]
     fn a_failed_rebalance_owns_nothing() {
         let o = Ownership::default();
         o.assign(&[p(0)], |_| {});
         o.revoke(None);
-        assert_eq!(o.generation("in", 0), NOT_OWNED);
+        assert_eq!(o.generation("in", 0, 0), NOT_OWNED);
     }
 }
