@@ -122,7 +122,10 @@ pub async fn run(
         model = %settings.model.name,
         "running"
     );
-    let pipeline = Pipeline::new(source, sink, plugin, inference, settings.pipeline);
+    let mut pipeline = Pipeline::new(source, sink, plugin, inference, settings.pipeline);
+    if let config::Delivery::ExactlyOnce { interval, .. } = settings.kafka.delivery {
+        pipeline = pipeline.exactly_once(interval);
+    }
     let watcher = settings.plugin.reload.map(|interval| {
         tokio::spawn(reload::watch(
             Arc::new(host),

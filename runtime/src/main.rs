@@ -229,6 +229,8 @@ fn stream(runtime: &tokio::runtime::Runtime, settings: Settings) -> ExitCode {
                 skipped = summary.skipped,
                 model_calls = summary.model_calls,
                 model_failures = summary.model_failures,
+                transactions = summary.transactions,
+                aborted = summary.aborted,
                 produce_p50_ms = millis(summary.to_produce.p50),
                 produce_p99_ms = millis(summary.to_produce.p99),
                 produce_max_ms = millis(summary.to_produce.max),

@@ -16,6 +16,8 @@ pub struct Counters {
     dead_lettered: AtomicU64,
     model_calls: AtomicU64,
     model_failures: AtomicU64,
+    transactions: AtomicU64,
+    aborted: AtomicU64,
     to_produce: Histogram,
     to_acknowledge: Histogram,
 }
@@ -114,6 +116,10 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub model_calls: u64,
     pub model_failures: u64,
+    /// Transactions committed (exactly-once mode).
+    pub transactions: u64,
+    /// Transactions aborted, their records read again (exactly-once mode).
+    pub aborted: u64,
     /// From taking a record from the consumer to handing its outputs to the producer.
     pub to_produce: Quantiles,
     /// From taking a record from the consumer to the broker's acknowledgement of its outputs.
@@ -146,6 +152,15 @@ impl Counters {
         self.model_failures.fetch_add(failures, Ordering::Relaxed);
     }
 
+    /// A transaction committed.
+    pub fn committed(&self) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A transaction was aborted.
+    pub fn aborted(&self) {
+        self.aborted.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn summary(&self) -> Summary {
         Summary {
             consumed: self.consumed.load(Ordering::Relaxed),
@@ -154,6 +169,8 @@ impl Counters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             model_calls: self.model_calls.load(Ordering::Relaxed),
             model_failures: self.model_failures.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+            aborted: self.aborted.load(Ordering::Relaxed),
             to_produce: self.to_produce.quantiles(),
             to_acknowledge: self.to_acknowledge.quantiles(),
         }

@@ -11,6 +11,12 @@
 //!   when its offset is behind that point, so `max-pending` bounds what a crash can make the
 //!   group read again.
 //!
+//! In exactly-once mode ([`transaction`]) the records' outputs and dead letters go into one
+//! transaction per `transaction-interval`, committed with the input offsets they cover; offsets
+//! are never stored. A transaction that cannot commit (a record in it refused, a rebalance, an
+//! error the broker calls abortable) is aborted, everything in flight is dropped, and each owned
+//! partition is read again from where the last committed transaction left it.
+//!
 //! Nothing is unbounded: the permits cap records in memory, the bounded channel caps batches
 //! waiting, the model client caps calls in flight. No step waits outside the loop's `select!`:
 //! a full producer queue, a signal and the drain deadline are all seen. Shutdown stops the
@@ -18,15 +24,16 @@
 //! commits, all within `shutdown-timeout`.
 
 mod reader;
+mod transaction;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
@@ -38,7 +45,7 @@ use crate::kafka::headers::RawHeader;
 use crate::metrics::{Counters, Summary, millis};
 use crate::offsets::OffsetTracker;
 use crate::plugin::{PluginError, PluginPool};
-use crate::sink::{Form, PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError};
+use crate::sink::{Form, PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError, TransactionError};
 use crate::source::{Consumed, Source};
 
 /// How often the counters are logged.
@@ -51,6 +58,10 @@ const STALL_AFTER: Duration = Duration::from_secs(30);
 const CLOSE_AT_MOST: Duration = Duration::from_secs(2);
 /// The final commit's least wait, even when the drain used the whole deadline.
 const COMMIT_AT_LEAST: Duration = Duration::from_secs(2);
+/// How long a transaction's commit, or its abort, may take before the run stops.
+const TRANSACTION_AT_MOST: Duration = Duration::from_secs(30);
+/// How long moving one partition back after an abort may take.
+const SEEK_AT_MOST: Duration = Duration::from_secs(10);
 
 /// Why the pipeline stopped before its shutdown was asked for, or could not finish it.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +74,17 @@ pub enum PipelineError {
     ShutdownTimeout(Duration),
     #[error("the {task} task ended unexpectedly: {cause}")]
     TaskEnded { task: &'static str, cause: String },
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
+    /// The open transaction must be aborted and its records read again. Handled inside
+    /// [`Pipeline::run`], never returned by it.
+    #[error("transaction aborted: {0}")]
+    Rewind(String),
 }
+
+/// Records whose outputs a broker refused inside a transaction, by (topic, partition,
+/// offset): after the abort they are dead-lettered as they come back, in the form given.
+type Refusals = HashMap<(Arc<str>, i32, i64), (Failure, Form)>;
 
 /// One input record and what became of it.
 #[derive(Debug)]
@@ -183,6 +204,8 @@ pub struct Pipeline {
     sink: Sink,
     stages: Arc<Stages>,
     settings: PipelineSettings,
+    /// In exactly-once mode, how long a transaction collects records.
+    transaction_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -200,6 +223,14 @@ enum Acked {
     Finished(Position),
     Retry(Box<(Outcome, Taken)>),
 }
+/// How a transaction's commit ended.
+enum Committed {
+    Done(Vec<transaction::Covered>),
+    /// A partition in it was revoked meanwhile.
+    Stale,
+    Failed(TransactionError),
+}
+type Committing = tokio::task::JoinHandle<Committed>;
 type Acknowledging = Pin<Box<dyn Future<Output = Result<Acked, SinkError>> + Send>>;
 type Enqueuing<'a> = Pin<Box<dyn Future<Output = Result<Acknowledging, SinkError>> + Send + 'a>>;
 
@@ -217,7 +248,15 @@ impl Pipeline {
             sink,
             stages,
             settings,
+            transaction_interval: None,
         }
+    }
+
+    /// Produces in transactions of `interval` (the sink must be transactional).
+    #[must_use]
+    pub fn exactly_once(mut self, interval: Duration) -> Self {
+        self.transaction_interval = Some(interval);
+        self
     }
 
     /// What batches are processed with; the plugin reload swaps the plugin in it.
@@ -237,37 +276,37 @@ impl Pipeline {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<Summary, PipelineError> {
-        let (stop, stopped) = watch::channel(false);
-        let (batches_tx, batches) = mpsc::channel(2);
-        let permits = Arc::new(Semaphore::new(self.settings.max_pending));
-        let reader = tokio::spawn(reader::read(
-            self.source.clone(),
-            batches_tx,
-            permits.clone(),
-            self.stages.counters.clone(),
-            self.settings.clone(),
-            stopped,
-        ));
+        let mut shutdown = std::pin::pin!(shutdown);
         let mut deadline = None;
-        let result = self
-            .drive(batches, &permits, &stop, shutdown, &mut deadline)
-            .await;
-        let _ = stop.send(true);
-        // The reader leaves on its own when stopped, or is cancelled here; one that panicked
-        // fails the run. Its share of the source goes with it, so the source is dropped below.
-        reader.abort();
-        let result = match (result, reader.await) {
-            (Ok(()), Err(e)) if e.is_panic() => Err(PipelineError::TaskEnded {
-                task: "reader",
-                cause: panic_message(e.into_panic()),
-            }),
-            (result, _) => result,
+        let mut refusals = Refusals::new();
+        let result = loop {
+            let result = self
+                .session(shutdown.as_mut(), &mut deadline, &mut refusals)
+                .await;
+            match result {
+                Err(PipelineError::Rewind(why)) => {
+                    if let Err(e) = self.rewind(&why).await {
+                        break Err(e);
+                    }
+                    // Draining: what the aborted transaction held is read again at the next
+                    // start.
+                    if deadline.is_some() {
+                        break Ok(());
+                    }
+                }
+                other => break other,
+            }
         };
         // The flush shares the shutdown's deadline; after a failure it gets the same time.
         let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.shutdown_timeout);
-        let flushed = self
-            .sink
-            .flush(until.saturating_duration_since(Instant::now()));
+        let flushed = if self.transaction_interval.is_some() && result.is_err() {
+            // Whatever the open transaction holds is never shown; a restart reads it again.
+            self.abandon_transaction(until).await;
+            Ok(())
+        } else {
+            self.sink
+                .flush(until.saturating_duration_since(Instant::now()))
+        };
         self.final_commit(until).await;
         release(self.source, CLOSE_AT_MOST);
         let summary = self.stages.counters.summary();
@@ -281,6 +320,86 @@ impl Pipeline {
         result?;
         flushed?;
         Ok(summary)
+    }
+
+    /// One reader and one drive, until the run ends or the open transaction must be aborted.
+    async fn session(
+        &self,
+        shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+        deadline: &mut Option<Instant>,
+        refusals: &mut Refusals,
+    ) -> Result<(), PipelineError> {
+        let (stop, stopped) = watch::channel(false);
+        let (batches_tx, batches) = mpsc::channel(2);
+        let permits = Arc::new(Semaphore::new(self.settings.max_pending));
+        let reader = tokio::spawn(reader::read(
+            self.source.clone(),
+            batches_tx,
+            permits.clone(),
+            self.stages.counters.clone(),
+            self.settings.clone(),
+            stopped,
+        ));
+        let result = self
+            .drive(batches, &permits, &stop, shutdown, deadline, refusals)
+            .await;
+        let _ = stop.send(true);
+        // The reader leaves on its own when stopped, or is cancelled here; one that panicked
+        // fails the run. Its share of the source goes with it.
+        reader.abort();
+        match (result, reader.await) {
+            (Ok(()), Err(e)) if e.is_panic() => Err(PipelineError::TaskEnded {
+                task: "reader",
+                cause: panic_message(e.into_panic()),
+            }),
+            (result, _) => result,
+        }
+    }
+
+    /// Aborts the open transaction and moves every owned partition back to where the last
+    /// committed transaction left it; the reader is stopped, so nothing read before the move
+    /// can be taken after it.
+    async fn rewind(&self, why: &str) -> Result<(), PipelineError> {
+        self.stages.counters.aborted();
+        tracing::warn!(
+            reason = why,
+            "aborting the transaction; its records are read again"
+        );
+        let sink = self.sink.clone();
+        let source = self.source.clone();
+        let rewound = tokio::task::spawn_blocking(move || {
+            sink.abort(TRANSACTION_AT_MOST)?;
+            let partitions = source.rewind(SEEK_AT_MOST);
+            if source.is_paused() {
+                source.resume();
+            }
+            Ok::<_, TransactionError>(partitions)
+        })
+        .await
+        .map_err(|e| PipelineError::TaskEnded {
+            task: "rewind",
+            cause: e.to_string(),
+        })??;
+        tracing::info!(partitions = rewound, "partitions rewound");
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if there is one, waiting no longer than `until` (and at
+    /// least [`COMMIT_AT_LEAST`]).
+    async fn abandon_transaction(&self, until: Instant) {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .max(COMMIT_AT_LEAST);
+        let sink = self.sink.clone();
+        let aborting = tokio::task::spawn_blocking(move || sink.abort(wait));
+        match tokio::time::timeout(wait, aborting).await {
+            Ok(Ok(Ok(()))) => tracing::info!("open transaction aborted"),
+            // Also when no transaction was open.
+            Ok(Ok(Err(error))) => tracing::debug!(%error, "no transaction aborted"),
+            Ok(Err(_)) | Err(_) => tracing::warn!(
+                "the open transaction was not aborted; the broker aborts it after transaction.timeout.ms"
+            ),
+        }
     }
 
     /// Commits what is stored and leaves the group, waiting no longer than `until` (and at
@@ -313,11 +432,13 @@ impl Pipeline {
         mut batches: mpsc::Receiver<Batch>,
         permits: &Semaphore,
         stop: &watch::Sender<bool>,
-        shutdown: impl Future<Output = ()> + Send,
+        mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
         drain_deadline: &mut Option<Instant>,
+        refusals: &mut Refusals,
     ) -> Result<(), PipelineError> {
-        let mut shutdown = std::pin::pin!(shutdown);
         let mut tracker = OffsetTracker::new();
+        let mut window = self.transaction_interval.map(transaction::Window::new);
+        let mut committing: Option<Committing> = None;
         let mut processing = FuturesOrdered::new();
         let mut ready: VecDeque<(Outcome, Taken)> = VecDeque::new();
         let mut enqueuing: Option<Enqueuing<'_>> = None;
@@ -328,16 +449,34 @@ impl Pipeline {
         report.tick().await;
         loop {
             if enqueuing.is_none()
+                && committing.is_none()
                 && let Some((outcome, taken)) = ready.pop_front()
             {
+                if let Some(window) = &mut window {
+                    if !window.is_open() {
+                        self.sink.begin()?;
+                        window.open(Instant::now());
+                    }
+                    let r = &outcome.record;
+                    window.add(&r.topic, r.partition, r.offset, taken.generation);
+                }
                 enqueuing = Some(Box::pin(self.produce(outcome, taken)));
             }
-            if !input_open && processing.is_empty() && enqueuing.is_none() && acks.is_empty() {
+            let idle =
+                !input_open && processing.is_empty() && enqueuing.is_none() && acks.is_empty();
+            let open = window.as_ref().is_some_and(transaction::Window::is_open);
+            if idle && !open && committing.is_none() {
                 return Ok(());
             }
+            // With nothing more to come, the open transaction is due now.
+            let due = match &window {
+                Some(w) if idle => w.due().map(|_| Instant::now()),
+                Some(w) => w.due(),
+                None => None,
+            };
             tokio::select! {
                 biased;
-                () = &mut shutdown, if drain_deadline.is_none() => {
+                () = shutdown.as_mut(), if drain_deadline.is_none() => {
                     tracing::info!(open = tracker.open(), "shutting down: draining records in flight");
                     *drain_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
                     let _ = stop.send(true);
@@ -345,9 +484,49 @@ impl Pipeline {
                 () = sleep_until(*drain_deadline) => {
                     return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
                 }
+                Some(committed) = maybe(&mut committing) => {
+                    committing = None;
+                    match committed {
+                        Ok(Committed::Done(covered)) => {
+                            self.stages.counters.committed();
+                            for c in &covered {
+                                self.source.committed_in_transaction(&c.topic, c.partition, c.generation, c.next);
+                            }
+                        }
+                        Ok(Committed::Stale) => {
+                            return Err(PipelineError::Rewind("partitions were revoked".into()));
+                        }
+                        Ok(Committed::Failed(TransactionError::Abortable(e))) => {
+                            // A record the broker refused is why, most often: learn which, so
+                            // that it is dead-lettered when read again rather than refused again.
+                            while let Some(Some(acked)) = acks.next().now_or_never() {
+                                if let Ok(Acked::Retry(again)) = acked {
+                                    refuse(refusals, *again);
+                                }
+                            }
+                            return Err(PipelineError::Rewind(e.to_string()));
+                        }
+                        Ok(Committed::Failed(fatal)) => return Err(fatal.into()),
+                        Err(e) => {
+                            return Err(PipelineError::TaskEnded { task: "commit", cause: e.to_string() });
+                        }
+                    }
+                }
+                () = sleep_until(due), if committing.is_none() && enqueuing.is_none() => {
+                    if let Some(window) = &mut window {
+                        tracing::trace!(records = window.records(), "committing the transaction");
+                        committing = Some(self.commit(window.close()));
+                    }
+                }
                 Some(acked) = acks.next() => {
                     let Position { topic, partition, offset, arrived, generation, epoch } = match acked? {
                         Acked::Finished(position) => position,
+                        Acked::Retry(again) if window.is_some() => {
+                            // The transaction cannot commit now; the record is dead-lettered
+                            // when it is read again.
+                            let why = refuse(refusals, *again);
+                            return Err(PipelineError::Rewind(why));
+                        }
                         Acked::Retry(again) => {
                             ready.push_front(*again);
                             continue;
@@ -356,7 +535,9 @@ impl Pipeline {
                     self.stages.counters.acknowledged_after(arrived.elapsed());
                     let finished = tracker.finished(&topic, partition, offset, epoch);
                     permits.add_permits(finished.released);
-                    if let Some(last) = finished.store {
+                    if window.is_none()
+                        && let Some(last) = finished.store
+                    {
                         self.source.finished_up_to(&topic, partition, last, generation);
                     }
                 }
@@ -376,6 +557,12 @@ impl Pipeline {
                                 let (epoch, freed) = tracker.consumed(&r.topic, r.partition, r.offset, t.generation);
                                 t.epoch = epoch;
                                 released += freed;
+                                if !refusals.is_empty()
+                                    && let Some((failure, form)) = refusals.remove(&(r.topic.clone(), r.partition, r.offset))
+                                {
+                                    t.refused = Some(failure);
+                                    t.form = form;
+                                }
                             }
                             permits.add_permits(released);
                             let stages = self.stages.clone();
@@ -402,6 +589,25 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Commits the transaction covering `covered`, on a blocking thread, if every partition in
+    /// it is still owned under the assignment its records were read in.
+    fn commit(&self, covered: Vec<transaction::Covered>) -> Committing {
+        let sink = self.sink.clone();
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || {
+            let positions = covered
+                .iter()
+                .map(|c| (&*c.topic, c.partition, c.generation));
+            let Some(group) = source.group_metadata_while_owned(positions) else {
+                return Committed::Stale;
+            };
+            match sink.commit(&transaction::offsets(&covered), &group, TRANSACTION_AT_MOST) {
+                Ok(()) => Committed::Done(covered),
+                Err(e) => Committed::Failed(e),
+            }
+        })
     }
 
     /// Enqueues a record's outputs (or its dead letter) and returns the wait for their
@@ -505,6 +711,20 @@ impl Pipeline {
                 epoch: taken.epoch,
             }))
         }))
+    }
+}
+
+/// Remembers a record the broker refused inside a transaction, to dead-letter it when it is read
+/// again after the abort; returns why, for the log.
+fn refuse(refusals: &mut Refusals, (outcome, taken): (Outcome, Taken)) -> String {
+    let r = outcome.record;
+    match outcome.result {
+        Err(failure) => {
+            let why = format!("{}: {}", failure.reason, failure.message);
+            refusals.insert((r.topic, r.partition, r.offset), (failure, taken.form));
+            why
+        }
+        Ok(_) => "a record was refused".to_owned(),
     }
 }
 
