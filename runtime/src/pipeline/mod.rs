@@ -497,13 +497,7 @@ impl Pipeline {
                             return Err(PipelineError::Rewind("partitions were revoked".into()));
                         }
                         Ok(Committed::Failed(TransactionError::Abortable(e))) => {
-                            // A record the broker refused is why, most often: learn which, so
-                            // that it is dead-lettered when read again rather than refused again.
-                            while let Some(Some(acked)) = acks.next().now_or_never() {
-                                if let Ok(Acked::Retry(again)) = acked {
-                                    refuse(refusals, *again);
-                                }
-                            }
+                            harvest(&mut acks, refusals);
                             return Err(PipelineError::Rewind(e.to_string()));
                         }
                         Ok(Committed::Failed(fatal)) => return Err(fatal.into()),
@@ -519,12 +513,23 @@ impl Pipeline {
                     }
                 }
                 Some(acked) = acks.next() => {
-                    let Position { topic, partition, offset, arrived, generation, epoch } = match acked? {
+                    let acked = match acked {
+                        // In a transaction, a record that failed makes the broker client purge
+                        // the others: the transaction cannot commit; the run goes on unless the
+                        // abort fails too (the brokers gone).
+                        Err(error) if window.is_some() => {
+                            harvest(&mut acks, refusals);
+                            return Err(PipelineError::Rewind(error.to_string()));
+                        }
+                        acked => acked?,
+                    };
+                    let Position { topic, partition, offset, arrived, generation, epoch } = match acked {
                         Acked::Finished(position) => position,
                         Acked::Retry(again) if window.is_some() => {
                             // The transaction cannot commit now; the record is dead-lettered
                             // when it is read again.
                             let why = refuse(refusals, *again);
+                            harvest(&mut acks, refusals);
                             return Err(PipelineError::Rewind(why));
                         }
                         Acked::Retry(again) => {
@@ -711,6 +716,16 @@ impl Pipeline {
                 epoch: taken.epoch,
             }))
         }))
+    }
+}
+
+/// Before an abort: learns which records the broker refused among the acknowledgements already
+/// in, so that they are dead-lettered when read again rather than refused again.
+fn harvest(acks: &mut FuturesUnordered<Acknowledging>, refusals: &mut Refusals) {
+    while let Some(Some(acked)) = acks.next().now_or_never() {
+        if let Ok(Acked::Retry(again)) = acked {
+            refuse(refusals, *again);
+        }
     }
 }
 
