@@ -58,8 +58,10 @@ const STALL_AFTER: Duration = Duration::from_secs(30);
 const CLOSE_AT_MOST: Duration = Duration::from_secs(2);
 /// The final commit's least wait, even when the drain used the whole deadline.
 const COMMIT_AT_LEAST: Duration = Duration::from_secs(2);
-/// How long a transaction's commit, or its abort, may take before the run stops.
+/// How long a transaction's commit may take before it is aborted.
 const TRANSACTION_AT_MOST: Duration = Duration::from_secs(30);
+/// How long an abort may take before the run stops.
+const ABORT_AT_MOST: Duration = Duration::from_secs(10);
 /// How long moving one partition back after an abort may take.
 const SEEK_AT_MOST: Duration = Duration::from_secs(10);
 
@@ -76,6 +78,8 @@ pub enum PipelineError {
     TaskEnded { task: &'static str, cause: String },
     #[error(transparent)]
     Transaction(#[from] TransactionError),
+    #[error("another instance took over this one's transactional id (fenced): {0}")]
+    Fenced(#[source] Box<SinkError>),
     /// The open transaction must be aborted and its records read again. Handled inside
     /// [`Pipeline::run`], never returned by it.
     #[error("transaction aborted: {0}")]
@@ -300,8 +304,18 @@ impl Pipeline {
         // The flush shares the shutdown's deadline; after a failure it gets the same time.
         let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.shutdown_timeout);
         let flushed = if self.transaction_interval.is_some() && result.is_err() {
-            // Whatever the open transaction holds is never shown; a restart reads it again.
-            self.abandon_transaction(until).await;
+            // Whatever the open transaction holds is never shown; a restart reads it again. A
+            // fenced producer's transaction is aborted by the instance that fenced it.
+            let fenced = matches!(
+                result,
+                Err(PipelineError::Fenced(_)
+                    | PipelineError::Transaction(
+                        TransactionError::Fatal(_) | TransactionError::AbortFailed(_)
+                    ))
+            );
+            if !fenced {
+                self.abandon_transaction(until).await;
+            }
             Ok(())
         } else {
             self.sink
@@ -368,7 +382,7 @@ impl Pipeline {
         let sink = self.sink.clone();
         let source = self.source.clone();
         let rewound = tokio::task::spawn_blocking(move || {
-            sink.abort(TRANSACTION_AT_MOST)?;
+            sink.abort(ABORT_AT_MOST)?;
             let partitions = source.rewind(SEEK_AT_MOST);
             if source.is_paused() {
                 source.resume();
@@ -497,8 +511,7 @@ impl Pipeline {
                             return Err(PipelineError::Rewind("partitions were revoked".into()));
                         }
                         Ok(Committed::Failed(TransactionError::Abortable(e))) => {
-                            harvest(&mut acks, refusals);
-                            return Err(PipelineError::Rewind(e.to_string()));
+                            return Err(rewinding(&mut acks, refusals, e.to_string()));
                         }
                         Ok(Committed::Failed(fatal)) => return Err(fatal.into()),
                         Err(e) => {
@@ -518,8 +531,7 @@ impl Pipeline {
                         // the others: the transaction cannot commit; the run goes on unless the
                         // abort fails too (the brokers gone).
                         Err(error) if window.is_some() => {
-                            harvest(&mut acks, refusals);
-                            return Err(PipelineError::Rewind(error.to_string()));
+                            return Err(rewinding(&mut acks, refusals, error));
                         }
                         acked => acked?,
                     };
@@ -529,8 +541,7 @@ impl Pipeline {
                             // The transaction cannot commit now; the record is dead-lettered
                             // when it is read again.
                             let why = refuse(refusals, *again);
-                            harvest(&mut acks, refusals);
-                            return Err(PipelineError::Rewind(why));
+                            return Err(rewinding(&mut acks, refusals, why));
                         }
                         Acked::Retry(again) => {
                             ready.push_front(*again);
@@ -548,7 +559,14 @@ impl Pipeline {
                 }
                 Some(enqueued) = maybe(&mut enqueuing) => {
                     enqueuing = None;
-                    acks.push(enqueued?);
+                    match enqueued {
+                        Ok(acknowledging) => acks.push(acknowledging),
+                        // The producer refuses records while its transaction must be aborted.
+                        Err(error) if window.is_some() => {
+                            return Err(rewinding(&mut acks, refusals, error));
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
                 }
                 Some(processed) = processing.next(), if ready.is_empty() => {
                     let (outcomes, taken): (Vec<Outcome>, Vec<Taken>) = processed?;
@@ -719,13 +737,57 @@ impl Pipeline {
     }
 }
 
-/// Before an abort: learns which records the broker refused among the acknowledgements already
-/// in, so that they are dead-lettered when read again rather than refused again.
-fn harvest(acks: &mut FuturesUnordered<Acknowledging>, refusals: &mut Refusals) {
-    while let Some(Some(acked)) = acks.next().now_or_never() {
-        if let Ok(Acked::Retry(again)) = acked {
-            refuse(refusals, *again);
+/// Why a transaction cannot commit: something to tell the log, or the producer's own error.
+enum Cause {
+    Said(String),
+    Sink(SinkError),
+}
+
+impl From<String> for Cause {
+    fn from(said: String) -> Self {
+        Self::Said(said)
+    }
+}
+
+impl From<SinkError> for Cause {
+    fn from(error: SinkError) -> Self {
+        Self::Sink(error)
+    }
+}
+
+/// The error that ends a session whose transaction cannot commit because of `cause`: the run
+/// stops if another instance fenced this one (said by `cause` or by an acknowledgement already
+/// in), otherwise the transaction is aborted and its records read again. The records the broker
+/// refused among those acknowledgements are remembered, to be dead-lettered when read again
+/// rather than refused again.
+fn rewinding(
+    acks: &mut FuturesUnordered<Acknowledging>,
+    refusals: &mut Refusals,
+    cause: impl Into<Cause>,
+) -> PipelineError {
+    let mut fenced = None;
+    let why = match cause.into() {
+        Cause::Sink(error) if error.fenced() => {
+            fenced = Some(error);
+            String::new()
         }
+        Cause::Sink(error) => error.to_string(),
+        Cause::Said(why) => why,
+    };
+    while let Some(Some(acked)) = acks.next().now_or_never() {
+        match acked {
+            Ok(Acked::Retry(again)) => {
+                refuse(refusals, *again);
+            }
+            Err(error) if error.fenced() => {
+                fenced.get_or_insert(error);
+            }
+            _ => {}
+        }
+    }
+    match fenced {
+        Some(error) => PipelineError::Fenced(Box::new(error)),
+        None => PipelineError::Rewind(why),
     }
 }
 

@@ -91,15 +91,33 @@ pub enum TransactionError {
     /// the brokers refused transactions for good.
     #[error("the transactional producer cannot go on: {0}")]
     Fatal(#[source] KafkaError),
+    /// The abort itself failed: the brokers are gone, or (a broker that closes the connection
+    /// rather than say so) another instance fenced this one.
+    #[error(
+        "cannot abort the transaction (the brokers unreachable, or another instance with the same transactional id fenced this one): {0}"
+    )]
+    AbortFailed(#[source] KafkaError),
 }
 
 impl TransactionError {
     fn of(error: KafkaError) -> Self {
+        // librdkafka calls some fencings abortable; aborting then waits for a coordinator that
+        // no longer answers this producer.
         match &error {
             KafkaError::Transaction(e) if e.is_fatal() => Self::Fatal(error),
+            _ if is_fencing(&error) => Self::Fatal(error),
             _ => Self::Abortable(error),
         }
     }
+}
+
+/// Whether `error` says another producer with the same transactional id took over.
+fn is_fencing(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced)
+    )
 }
 
 /// Calls `step` until it succeeds, fails in a way a retry cannot mend, or `until` passes.
@@ -144,6 +162,17 @@ impl SinkError {
                     | C::UnknownTopicOrPartition
             )
         )
+    }
+}
+
+impl SinkError {
+    /// Whether another producer with the same transactional id took over: nothing this one
+    /// sends can commit any more.
+    pub fn fenced(&self) -> bool {
+        match self {
+            Self::Produce { source, .. } | Self::Delivery { source, .. } => is_fencing(source),
+            _ => false,
+        }
     }
 }
 
@@ -332,7 +361,7 @@ impl Sink {
     pub fn abort(&self, timeout: Duration) -> Result<(), TransactionError> {
         let until = std::time::Instant::now() + timeout;
         retrying(until, |left| self.producer.abort_transaction(left)).map_err(|e| match e {
-            TransactionError::Abortable(source) => TransactionError::Fatal(source),
+            TransactionError::Abortable(source) => TransactionError::AbortFailed(source),
             fatal => fatal,
         })
     }
