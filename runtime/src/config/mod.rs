@@ -437,9 +437,6 @@ fn read_delivery(s: &mut Section<'_>, group_id: &str) -> Delivery {
         }
         Some("exactly-once") => {
             let interval = s.duration("transaction-interval", defaults::TRANSACTION_INTERVAL);
-            if interval.is_zero() {
-                s.problem("transaction-interval", "must be more than 0");
-            }
             let transactional_id = match id {
                 Some(id) if id.trim().is_empty() => {
                     s.problem("transactional-id", "must not be empty");
@@ -865,6 +862,98 @@ mod tests {
              [kafka.producer]\nacks = \"ALL\"\n\"enable.idempotence\" = true\n"
         );
         assert!(parse(&text, &[]).is_ok());
+    }
+
+    #[test]
+    fn delivery_is_at_least_once_unless_exactly_once_is_asked_for() {
+        let s = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(s.kafka.delivery, Delivery::AtLeastOnce);
+        let s = parse(
+            MINIMAL,
+            &[
+                "kafka.delivery=\"exactly-once\"",
+                "kafka.transaction-interval=\"250ms\"",
+                "kafka.transactional-id=\"scorer-3\"",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.kafka.delivery,
+            Delivery::ExactlyOnce {
+                interval: Duration::from_millis(250),
+                transactional_id: "scorer-3".into()
+            }
+        );
+        let s = parse(MINIMAL, &["kafka.delivery=\"exactly-once\""]).expect("valid");
+        let Delivery::ExactlyOnce {
+            interval,
+            transactional_id,
+        } = s.kafka.delivery
+        else {
+            panic!("exactly-once asked for");
+        };
+        assert_eq!(interval, defaults::TRANSACTION_INTERVAL);
+        assert!(
+            transactional_id.starts_with("g-")
+                && transactional_id.ends_with(&std::process::id().to_string()),
+            "by default the group, the host and the process: {transactional_id}"
+        );
+    }
+
+    #[test]
+    fn exactly_once_settings_are_checked_together() {
+        let found = problems(
+            parse(
+                MINIMAL,
+                &[
+                    "kafka.transaction-interval=\"1s\"",
+                    "kafka.transactional-id=\"x\"",
+                ],
+            )
+            .expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found.iter().all(|p| p.contains("only with delivery")),
+            "{found:?}"
+        );
+        let found =
+            problems(parse(MINIMAL, &["kafka.delivery=\"at-most-once\""]).expect_err("invalid"));
+        assert!(
+            found.len() == 1 && found[0].contains("\"exactly-once\""),
+            "{found:?}"
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = true\n\
+             \"isolation.level\" = \"read_uncommitted\"\n\
+             [kafka.producer]\n\"transactional.id\" = \"mine\"\n"
+        );
+        let found = problems(
+            parse(
+                &text,
+                &[
+                    "kafka.delivery=\"exactly-once\"",
+                    "kafka.transaction-interval=\"0s\"",
+                ],
+            )
+            .expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        for (key, says) in [
+            ("kafka.transaction-interval", "longer than zero"),
+            (
+                "kafka.consumer.\"enable.auto.commit\"",
+                "set by the runtime",
+            ),
+            ("kafka.consumer.\"isolation.level\"", "aborted upstream"),
+            ("kafka.producer.\"transactional.id\"", "set by the runtime"),
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(key) && p.contains(says)),
+                "{key}: {found:?}"
+            );
+        }
     }
 
     #[test]
