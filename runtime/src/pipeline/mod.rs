@@ -26,7 +26,7 @@
 mod reader;
 mod transaction;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -47,6 +47,7 @@ use crate::offsets::OffsetTracker;
 use crate::plugin::{PluginError, PluginPool};
 use crate::sink::{Form, PLUGIN_DIGEST_HEADER, Pending, Sink, SinkError, TransactionError};
 use crate::source::{Consumed, Source};
+use transaction::{Committed, Committing, Transactions};
 
 /// How often the counters are logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -58,8 +59,12 @@ const STALL_AFTER: Duration = Duration::from_secs(30);
 const CLOSE_AT_MOST: Duration = Duration::from_secs(2);
 /// The final commit's least wait, even when the drain used the whole deadline.
 const COMMIT_AT_LEAST: Duration = Duration::from_secs(2);
-/// How long a transaction's commit may take before it is aborted.
-const TRANSACTION_AT_MOST: Duration = Duration::from_secs(30);
+/// How long a transaction's commit may take before it is aborted: less than the
+/// `transaction.timeout.ms` the runtime sets, after which the broker aborts it anyway.
+const TRANSACTION_AT_MOST: Duration = Duration::from_secs(8);
+/// Aborts in a row, with no commit between, after which the run stops: something refuses every
+/// transaction.
+const ABORTS_AT_MOST: u32 = 10;
 /// How long an abort may take before the run stops.
 const ABORT_AT_MOST: Duration = Duration::from_secs(10);
 /// How long moving one partition back after an abort may take.
@@ -84,11 +89,11 @@ pub enum PipelineError {
     /// [`Pipeline::run`], never returned by it.
     #[error("transaction aborted: {0}")]
     Rewind(String),
+    #[error("{aborts} transactions aborted in a row, the last because: {why}")]
+    Aborting { aborts: u32, why: String },
+    #[error("cannot move the input back after an abort: {0}")]
+    Seek(#[source] rdkafka::error::KafkaError),
 }
-
-/// Records whose outputs a broker refused inside a transaction, by (topic, partition,
-/// offset): after the abort they are dead-lettered as they come back, in the form given.
-type Refusals = HashMap<(Arc<str>, i32, i64), (Failure, Form)>;
 
 /// One input record and what became of it.
 #[derive(Debug)]
@@ -227,14 +232,6 @@ enum Acked {
     Finished(Position),
     Retry(Box<(Outcome, Taken)>),
 }
-/// How a transaction's commit ended.
-enum Committed {
-    Done(Vec<transaction::Covered>),
-    /// A partition in it was revoked meanwhile.
-    Stale,
-    Failed(TransactionError),
-}
-type Committing = tokio::task::JoinHandle<Committed>;
 type Acknowledging = Pin<Box<dyn Future<Output = Result<Acked, SinkError>> + Send>>;
 type Enqueuing<'a> = Pin<Box<dyn Future<Output = Result<Acknowledging, SinkError>> + Send + 'a>>;
 
@@ -282,14 +279,14 @@ impl Pipeline {
     ) -> Result<Summary, PipelineError> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut deadline = None;
-        let mut refusals = Refusals::new();
+        let mut transactions = self.transaction_interval.map(Transactions::new);
         let result = loop {
             let result = self
-                .session(shutdown.as_mut(), &mut deadline, &mut refusals)
+                .session(shutdown.as_mut(), &mut deadline, &mut transactions)
                 .await;
-            match result {
-                Err(PipelineError::Rewind(why)) => {
-                    if let Err(e) = self.rewind(&why).await {
+            match (result, transactions.as_mut()) {
+                (Err(PipelineError::Rewind(why)), Some(tx)) => {
+                    if let Err(e) = self.rewind(tx, why).await {
                         break Err(e);
                     }
                     // Draining: what the aborted transaction held is read again at the next
@@ -298,28 +295,32 @@ impl Pipeline {
                         break Ok(());
                     }
                 }
-                other => break other,
+                (other, _) => break other,
             }
         };
         // The flush shares the shutdown's deadline; after a failure it gets the same time.
         let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.shutdown_timeout);
-        let flushed = if self.transaction_interval.is_some() && result.is_err() {
-            // Whatever the open transaction holds is never shown; a restart reads it again. A
-            // fenced producer's transaction is aborted by the instance that fenced it.
-            let fenced = matches!(
-                result,
-                Err(PipelineError::Fenced(_)
-                    | PipelineError::Transaction(
-                        TransactionError::Fatal(_) | TransactionError::AbortFailed(_)
-                    ))
-            );
-            if !fenced {
-                self.abandon_transaction(until).await;
+        let flushed = match &mut transactions {
+            Some(tx) if result.is_err() => {
+                // Whatever the open transaction holds is never shown; a restart reads it
+                // again. A fenced producer's transaction is aborted by the one that fenced it.
+                let fenced = matches!(
+                    result,
+                    Err(PipelineError::Fenced(_)
+                        | PipelineError::Transaction(
+                            TransactionError::Fatal(_)
+                                | TransactionError::Fenced(_)
+                                | TransactionError::AbortFailed(_)
+                        ))
+                );
+                if !fenced {
+                    self.abandon_transaction(tx, until).await;
+                }
+                Ok(())
             }
-            Ok(())
-        } else {
-            self.sink
-                .flush(until.saturating_duration_since(Instant::now()))
+            _ => self
+                .sink
+                .flush(until.saturating_duration_since(Instant::now())),
         };
         self.final_commit(until).await;
         release(self.source, CLOSE_AT_MOST);
@@ -341,7 +342,7 @@ impl Pipeline {
         &self,
         shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
         deadline: &mut Option<Instant>,
-        refusals: &mut Refusals,
+        transactions: &mut Option<Transactions>,
     ) -> Result<(), PipelineError> {
         let (stop, stopped) = watch::channel(false);
         let (batches_tx, batches) = mpsc::channel(2);
@@ -355,7 +356,7 @@ impl Pipeline {
             stopped,
         ));
         let result = self
-            .drive(batches, &permits, &stop, shutdown, deadline, refusals)
+            .drive(batches, &permits, &stop, shutdown, deadline, transactions)
             .await;
         let _ = stop.send(true);
         // The reader leaves on its own when stopped, or is cancelled here; one that panicked
@@ -370,24 +371,35 @@ impl Pipeline {
         }
     }
 
-    /// Aborts the open transaction and moves every owned partition back to where the last
-    /// committed transaction left it; the reader is stopped, so nothing read before the move
-    /// can be taken after it.
-    async fn rewind(&self, why: &str) -> Result<(), PipelineError> {
+    /// Ends an aborted session's transaction: waits for a commit still running (one that went
+    /// through moves the rewind points on), aborts what the producer holds, and moves every
+    /// owned partition back to where the last committed transaction left it. The reader is
+    /// stopped, so nothing read before the move can be taken after it.
+    async fn rewind(&self, tx: &mut Transactions, why: String) -> Result<(), PipelineError> {
+        self.settle_commit(tx, Instant::now() + TRANSACTION_AT_MOST * 2)
+            .await?;
+        tx.aborts_in_a_row += 1;
+        if tx.aborts_in_a_row > ABORTS_AT_MOST {
+            return Err(PipelineError::Aborting {
+                aborts: tx.aborts_in_a_row,
+                why,
+            });
+        }
         self.stages.counters.aborted();
-        tracing::warn!(
-            reason = why,
-            "aborting the transaction; its records are read again"
-        );
+        tracing::warn!(reason = %why, "aborting the transaction; its records are read again");
+        tx.window.close();
+        let abort = std::mem::replace(&mut tx.in_producer, false);
         let sink = self.sink.clone();
         let source = self.source.clone();
         let rewound = tokio::task::spawn_blocking(move || {
-            sink.abort(ABORT_AT_MOST)?;
-            let partitions = source.rewind(SEEK_AT_MOST);
+            if abort {
+                sink.abort(ABORT_AT_MOST)?;
+            }
+            let partitions = source.rewind(SEEK_AT_MOST).map_err(PipelineError::Seek)?;
             if source.is_paused() {
                 source.resume();
             }
-            Ok::<_, TransactionError>(partitions)
+            Ok::<_, PipelineError>(partitions)
         })
         .await
         .map_err(|e| PipelineError::TaskEnded {
@@ -398,18 +410,63 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Aborts the open transaction, if there is one, waiting no longer than `until` (and at
-    /// least [`COMMIT_AT_LEAST`]).
-    async fn abandon_transaction(&self, until: Instant) {
+    /// Waits, until `until`, for a commit the ended session left running; records what it
+    /// committed.
+    async fn settle_commit(
+        &self,
+        tx: &mut Transactions,
+        until: Instant,
+    ) -> Result<(), PipelineError> {
+        let Some(committing) = tx.committing.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout_at(until, committing).await {
+            Ok(Ok(Committed::Done(covered))) => {
+                self.transaction_committed(tx, &covered);
+                Ok(())
+            }
+            // The transaction is still open in the producer: the abort ends it.
+            Ok(Ok(Committed::Stale | Committed::Failed(TransactionError::Abortable(_)))) => Ok(()),
+            Ok(Ok(Committed::Failed(fatal))) => Err(fatal.into()),
+            Ok(Err(e)) => Err(PipelineError::TaskEnded {
+                task: "commit",
+                cause: e.to_string(),
+            }),
+            Err(_) => Err(PipelineError::TaskEnded {
+                task: "commit",
+                cause: "the transaction's commit did not finish".into(),
+            }),
+        }
+    }
+
+    /// A transaction committed: its offsets are where aborts rewind to from now on.
+    fn transaction_committed(&self, tx: &mut Transactions, covered: &[transaction::Covered]) {
+        self.stages.counters.committed();
+        for c in covered {
+            self.source
+                .committed_in_transaction(&c.topic, c.partition, c.generation, c.next);
+        }
+        tx.committed(covered);
+    }
+
+    /// After a failed run: waits for a commit still running, then aborts the open transaction
+    /// if there is one, waiting no longer than `until` (and at least [`COMMIT_AT_LEAST`]).
+    async fn abandon_transaction(&self, tx: &mut Transactions, until: Instant) {
         let wait = until
             .saturating_duration_since(Instant::now())
             .max(COMMIT_AT_LEAST);
+        if let Err(error) = self.settle_commit(tx, Instant::now() + wait).await {
+            tracing::warn!(%error, "the last commit did not settle");
+            return;
+        }
+        if !std::mem::replace(&mut tx.in_producer, false) {
+            return;
+        }
         let sink = self.sink.clone();
         let aborting = tokio::task::spawn_blocking(move || sink.abort(wait));
         match tokio::time::timeout(wait, aborting).await {
             Ok(Ok(Ok(()))) => tracing::info!("open transaction aborted"),
-            // Also when no transaction was open.
-            Ok(Ok(Err(error))) => tracing::debug!(%error, "no transaction aborted"),
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "the open transaction was not aborted"),
             Ok(Err(_)) | Err(_) => tracing::warn!(
                 "the open transaction was not aborted; the broker aborts it after transaction.timeout.ms"
             ),
@@ -448,11 +505,10 @@ impl Pipeline {
         stop: &watch::Sender<bool>,
         mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
         drain_deadline: &mut Option<Instant>,
-        refusals: &mut Refusals,
+        transactions: &mut Option<Transactions>,
     ) -> Result<(), PipelineError> {
         let mut tracker = OffsetTracker::new();
-        let mut window = self.transaction_interval.map(transaction::Window::new);
-        let mut committing: Option<Committing> = None;
+        let exactly_once = transactions.is_some();
         let mut processing = FuturesOrdered::new();
         let mut ready: VecDeque<(Outcome, Taken)> = VecDeque::new();
         let mut enqueuing: Option<Enqueuing<'_>> = None;
@@ -462,30 +518,35 @@ impl Pipeline {
         let mut report = tokio::time::interval(REPORT_EVERY);
         report.tick().await;
         loop {
+            let committing = transactions
+                .as_ref()
+                .is_some_and(|t| t.committing.is_some());
             if enqueuing.is_none()
-                && committing.is_none()
+                && !committing
                 && let Some((outcome, taken)) = ready.pop_front()
             {
-                if let Some(window) = &mut window {
-                    if !window.is_open() {
+                if let Some(tx) = transactions.as_mut() {
+                    if !tx.window.is_open() {
                         self.sink.begin()?;
-                        window.open(Instant::now());
+                        tx.in_producer = true;
+                        tx.window.open(Instant::now());
                     }
                     let r = &outcome.record;
-                    window.add(&r.topic, r.partition, r.offset, taken.generation);
+                    tx.window
+                        .add(&r.topic, r.partition, r.offset, taken.generation);
                 }
                 enqueuing = Some(Box::pin(self.produce(outcome, taken)));
             }
             let idle =
                 !input_open && processing.is_empty() && enqueuing.is_none() && acks.is_empty();
-            let open = window.as_ref().is_some_and(transaction::Window::is_open);
-            if idle && !open && committing.is_none() {
+            let open = transactions.as_ref().is_some_and(|t| t.window.is_open());
+            if idle && !open && !committing {
                 return Ok(());
             }
             // With nothing more to come, the open transaction is due now.
-            let due = match &window {
-                Some(w) if idle => w.due().map(|_| Instant::now()),
-                Some(w) => w.due(),
+            let due = match transactions.as_ref().map(|t| t.window.due()) {
+                Some(Some(_)) if idle => Some(Instant::now()),
+                Some(due) => due,
                 None => None,
             };
             tokio::select! {
@@ -498,20 +559,15 @@ impl Pipeline {
                 () = sleep_until(*drain_deadline) => {
                     return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
                 }
-                Some(committed) = maybe(&mut committing) => {
-                    committing = None;
+                Some((tx, committed)) = commit_of(transactions) => {
+                    tx.committing = None;
                     match committed {
-                        Ok(Committed::Done(covered)) => {
-                            self.stages.counters.committed();
-                            for c in &covered {
-                                self.source.committed_in_transaction(&c.topic, c.partition, c.generation, c.next);
-                            }
-                        }
+                        Ok(Committed::Done(covered)) => self.transaction_committed(tx, &covered),
                         Ok(Committed::Stale) => {
                             return Err(PipelineError::Rewind("partitions were revoked".into()));
                         }
                         Ok(Committed::Failed(TransactionError::Abortable(e))) => {
-                            return Err(rewinding(&mut acks, refusals, e.to_string()));
+                            return Err(rewinding(&mut acks, tx, e.to_string()));
                         }
                         Ok(Committed::Failed(fatal)) => return Err(fatal.into()),
                         Err(e) => {
@@ -519,29 +575,30 @@ impl Pipeline {
                         }
                     }
                 }
-                () = sleep_until(due), if committing.is_none() && enqueuing.is_none() => {
-                    if let Some(window) = &mut window {
-                        tracing::trace!(records = window.records(), "committing the transaction");
-                        committing = Some(self.commit(window.close()));
+                () = sleep_until(due), if !committing && enqueuing.is_none() => {
+                    if let Some(tx) = transactions.as_mut() {
+                        tracing::trace!(records = tx.window.records(), "committing the transaction");
+                        tx.committing = Some(self.commit(tx.window.close()));
                     }
                 }
                 Some(acked) = acks.next() => {
-                    let acked = match acked {
+                    let acked = match (acked, transactions.as_mut()) {
                         // In a transaction, a record that failed makes the broker client purge
                         // the others: the transaction cannot commit; the run goes on unless the
                         // abort fails too (the brokers gone).
-                        Err(error) if window.is_some() => {
-                            return Err(rewinding(&mut acks, refusals, error));
-                        }
-                        acked => acked?,
+                        (Err(error), Some(tx)) => return Err(rewinding(&mut acks, tx, error)),
+                        (acked, _) => acked?,
                     };
                     let Position { topic, partition, offset, arrived, generation, epoch } = match acked {
                         Acked::Finished(position) => position,
-                        Acked::Retry(again) if window.is_some() => {
+                        Acked::Retry(again) if exactly_once => {
                             // The transaction cannot commit now; the record is dead-lettered
                             // when it is read again.
-                            let why = refuse(refusals, *again);
-                            return Err(rewinding(&mut acks, refusals, why));
+                            if let Some(tx) = transactions.as_mut() {
+                                let why = refuse(tx, *again);
+                                return Err(rewinding(&mut acks, tx, why));
+                            }
+                            continue;
                         }
                         Acked::Retry(again) => {
                             ready.push_front(*again);
@@ -551,7 +608,7 @@ impl Pipeline {
                     self.stages.counters.acknowledged_after(arrived.elapsed());
                     let finished = tracker.finished(&topic, partition, offset, epoch);
                     permits.add_permits(finished.released);
-                    if window.is_none()
+                    if !exactly_once
                         && let Some(last) = finished.store
                     {
                         self.source.finished_up_to(&topic, partition, last, generation);
@@ -559,13 +616,11 @@ impl Pipeline {
                 }
                 Some(enqueued) = maybe(&mut enqueuing) => {
                     enqueuing = None;
-                    match enqueued {
-                        Ok(acknowledging) => acks.push(acknowledging),
+                    match (enqueued, transactions.as_mut()) {
+                        (Ok(acknowledging), _) => acks.push(acknowledging),
                         // The producer refuses records while its transaction must be aborted.
-                        Err(error) if window.is_some() => {
-                            return Err(rewinding(&mut acks, refusals, error));
-                        }
-                        Err(error) => return Err(error.into()),
+                        (Err(error), Some(tx)) => return Err(rewinding(&mut acks, tx, error)),
+                        (Err(error), None) => return Err(error.into()),
                     }
                 }
                 Some(processed) = processing.next(), if ready.is_empty() => {
@@ -580,8 +635,8 @@ impl Pipeline {
                                 let (epoch, freed) = tracker.consumed(&r.topic, r.partition, r.offset, t.generation);
                                 t.epoch = epoch;
                                 released += freed;
-                                if !refusals.is_empty()
-                                    && let Some((failure, form)) = refusals.remove(&(r.topic.clone(), r.partition, r.offset))
+                                if let Some(tx) = transactions.as_ref()
+                                    && let Some((failure, form)) = tx.refused(&r.topic, r.partition, r.offset)
                                 {
                                     t.refused = Some(failure);
                                     t.form = form;
@@ -667,6 +722,19 @@ impl Pipeline {
                     }
                 }
                 counters.produced(pending.len() as u64);
+                // In a transaction, outputs already sent would commit beside the dead letter:
+                // the transaction is aborted instead, and the record dead-lettered alone when
+                // it is read again.
+                if refused.is_err() && self.transaction_interval.is_some() && !pending.is_empty() {
+                    let outcome = Outcome {
+                        record,
+                        result: refused.map(|()| Vec::new()),
+                        plugin_digest,
+                    };
+                    return Ok(Box::pin(std::future::ready(Ok(Acked::Retry(Box::new((
+                        outcome, taken,
+                    )))))));
+                }
                 refused
             }
             Err(failure) => Err(failure),
@@ -762,7 +830,7 @@ impl From<SinkError> for Cause {
 /// rather than refused again.
 fn rewinding(
     acks: &mut FuturesUnordered<Acknowledging>,
-    refusals: &mut Refusals,
+    tx: &mut Transactions,
     cause: impl Into<Cause>,
 ) -> PipelineError {
     let mut fenced = None;
@@ -777,7 +845,7 @@ fn rewinding(
     while let Some(Some(acked)) = acks.next().now_or_never() {
         match acked {
             Ok(Acked::Retry(again)) => {
-                refuse(refusals, *again);
+                refuse(tx, *again);
             }
             Err(error) if error.fenced() => {
                 fenced.get_or_insert(error);
@@ -793,15 +861,31 @@ fn rewinding(
 
 /// Remembers a record the broker refused inside a transaction, to dead-letter it when it is read
 /// again after the abort; returns why, for the log.
-fn refuse(refusals: &mut Refusals, (outcome, taken): (Outcome, Taken)) -> String {
+fn refuse(tx: &mut Transactions, (outcome, taken): (Outcome, Taken)) -> String {
     let r = outcome.record;
     match outcome.result {
         Err(failure) => {
             let why = format!("{}: {}", failure.reason, failure.message);
-            refusals.insert((r.topic, r.partition, r.offset), (failure, taken.form));
+            tx.refuse(r.topic, r.partition, r.offset, (failure, taken.form));
             why
         }
         Ok(_) => "a record was refused".to_owned(),
+    }
+}
+
+/// Resolves when the commit in flight ends, with the state it belongs to; never without one.
+async fn commit_of(
+    transactions: &mut Option<Transactions>,
+) -> Option<(&mut Transactions, Result<Committed, tokio::task::JoinError>)> {
+    let Some(tx) = transactions.as_mut() else {
+        return std::future::pending().await;
+    };
+    match tx.committing.as_mut() {
+        Some(committing) => {
+            let committed = committing.await;
+            Some((tx, committed))
+        }
+        None => std::future::pending().await,
     }
 }
 

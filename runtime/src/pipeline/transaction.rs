@@ -15,6 +15,86 @@ use std::time::Duration;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
+use crate::failure::Failure;
+use crate::sink::{Form, TransactionError};
+
+/// Records the broker refused inside a transaction, by (topic, partition, offset): each time
+/// one is read again it is dead-lettered in the form given, until a commit covers it.
+pub(super) type Refusals = HashMap<(Arc<str>, i32, i64), (Failure, Form)>;
+
+/// How a transaction's commit ended.
+#[derive(Debug)]
+pub(super) enum Committed {
+    Done(Vec<Covered>),
+    /// A partition in it is no longer owned under the assignment its records were read in.
+    Stale,
+    Failed(TransactionError),
+}
+
+/// A commit running on a blocking thread.
+pub(super) type Committing = tokio::task::JoinHandle<Committed>;
+
+/// Exactly-once mode's state, kept across the sessions an abort separates.
+#[derive(Debug)]
+pub(super) struct Transactions {
+    pub(super) window: Window,
+    pub(super) committing: Option<Committing>,
+    /// Whether the producer has a transaction open: begun, and neither committed nor aborted.
+    pub(super) in_producer: bool,
+    refusals: Refusals,
+    /// Aborts since the last commit.
+    pub(super) aborts_in_a_row: u32,
+}
+
+impl Transactions {
+    pub(super) fn new(interval: Duration) -> Self {
+        Self {
+            window: Window::new(interval),
+            committing: None,
+            in_producer: false,
+            refusals: Refusals::new(),
+            aborts_in_a_row: 0,
+        }
+    }
+
+    /// A transaction covering `covered` committed: the refusals it passed are settled.
+    pub(super) fn committed(&mut self, covered: &[Covered]) {
+        self.in_producer = false;
+        self.aborts_in_a_row = 0;
+        self.refusals.retain(|(topic, partition, offset), _| {
+            !covered
+                .iter()
+                .any(|c| c.topic == *topic && c.partition == *partition && *offset < c.next)
+        });
+    }
+
+    /// Remembers a record the broker refused, to dead-letter it when it is read again.
+    pub(super) fn refuse(
+        &mut self,
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        why: (Failure, Form),
+    ) {
+        self.refusals.insert((topic, partition, offset), why);
+    }
+
+    /// How a record read again must be dead-lettered, if the broker refused it before.
+    pub(super) fn refused(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+    ) -> Option<(Failure, Form)> {
+        if self.refusals.is_empty() {
+            return None;
+        }
+        self.refusals
+            .get(&(topic.clone(), partition, offset))
+            .cloned()
+    }
+}
+
 /// One input partition's share of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Covered {
@@ -31,7 +111,10 @@ pub(super) struct Covered {
 pub(super) struct Window {
     interval: Duration,
     opened: Option<Instant>,
-    covered: HashMap<(Arc<str>, i32), Covered>,
+    /// By (topic, partition, generation): a partition read under two assignments in one window
+    /// (revoked and given back) has two entries, and the older one fails the ownership check,
+    /// so that window is never committed.
+    covered: HashMap<(Arc<str>, i32, u64), Covered>,
     records: usize,
 }
 
@@ -59,16 +142,8 @@ impl Window {
         self.records += 1;
         let next = offset + 1;
         self.covered
-            .entry((topic.clone(), partition))
-            .and_modify(|c| {
-                // A partition reassigned within the window: the newer assignment's records are
-                // the ones the group resumes after; the commit is refused anyway, as the older
-                // generation is no longer owned.
-                if generation > c.generation || (generation == c.generation && next > c.next) {
-                    c.generation = generation;
-                    c.next = next;
-                }
-            })
+            .entry((topic.clone(), partition, generation))
+            .and_modify(|c| c.next = c.next.max(next))
             .or_insert_with(|| Covered {
                 topic: topic.clone(),
                 partition,
@@ -147,15 +222,53 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_assignment_wins_within_a_window() {
+    fn a_partition_read_under_two_assignments_keeps_both() {
         let mut w = Window::new(Duration::from_millis(100));
         w.open(Instant::now());
         let t = topic();
         w.add(&t, 0, 50, 1);
         w.add(&t, 0, 20, 2);
         w.add(&t, 0, 40, 1);
-        let covered = w.close();
-        assert_eq!(covered.len(), 1);
-        assert_eq!((covered[0].generation, covered[0].next), (2, 21));
+        let mut covered = w.close();
+        covered.sort_by_key(|c| c.generation);
+        assert_eq!(
+            covered
+                .iter()
+                .map(|c| (c.generation, c.next))
+                .collect::<Vec<_>>(),
+            [(1, 51), (2, 21)],
+            "the ownership check then refuses generation 1"
+        );
+    }
+
+    #[test]
+    fn a_commit_settles_the_refusals_it_passed() {
+        let mut t = Transactions::new(Duration::from_millis(100));
+        let why = || {
+            (
+                Failure::new(crate::failure::Reason::OutputRefused, "too large"),
+                Form::Full,
+            )
+        };
+        t.refuse(topic(), 0, 5, why());
+        t.refuse(topic(), 0, 9, why());
+        t.refuse(topic(), 1, 5, why());
+        t.in_producer = true;
+        t.aborts_in_a_row = 3;
+        t.committed(&[Covered {
+            topic: topic(),
+            partition: 0,
+            generation: 1,
+            next: 6,
+        }]);
+        assert!(!t.in_producer);
+        assert_eq!(t.aborts_in_a_row, 0);
+        assert!(
+            t.refused(&topic(), 0, 5).is_none(),
+            "committed as a dead letter"
+        );
+        assert!(t.refused(&topic(), 0, 9).is_some(), "not reached yet");
+        assert!(t.refused(&topic(), 1, 5).is_some(), "another partition");
+        assert!(t.refused(&topic(), 1, 5).is_some(), "kept when read again");
     }
 }

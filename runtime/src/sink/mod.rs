@@ -29,6 +29,10 @@ pub const PLUGIN_DIGEST_HEADER: &str = "plugin-digest";
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MAX_MESSAGE: usize = 1_000_000;
 
+/// How long to wait before retrying a transactional call librdkafka calls retriable (a commit
+/// still in progress, a coordinator moving).
+const TRANSACTION_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How long to wait before retrying when librdkafka's send queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -91,6 +95,9 @@ pub enum TransactionError {
     /// the brokers refused transactions for good.
     #[error("the transactional producer cannot go on: {0}")]
     Fatal(#[source] KafkaError),
+    /// Another producer with the same transactional id took over.
+    #[error("another instance took over this one's transactional id (fenced): {0}")]
+    Fenced(#[source] KafkaError),
     /// The abort itself failed: the brokers are gone, or (a broker that closes the connection
     /// rather than say so) another instance fenced this one.
     #[error(
@@ -104,19 +111,21 @@ impl TransactionError {
         // librdkafka calls some fencings abortable; aborting then waits for a coordinator that
         // no longer answers this producer.
         match &error {
+            _ if is_fencing(&error) => Self::Fenced(error),
             KafkaError::Transaction(e) if e.is_fatal() => Self::Fatal(error),
-            _ if is_fencing(&error) => Self::Fatal(error),
             _ => Self::Abortable(error),
         }
     }
 }
 
-/// Whether `error` says another producer with the same transactional id took over.
+/// Whether `error` says another producer with the same transactional id took over. (An
+/// `INVALID_PRODUCER_EPOCH` alone can also mean the broker timed the transaction out, which an
+/// abort mends; librdkafka marks it fatal when it is a fencing.)
 fn is_fencing(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         error.rdkafka_error_code(),
-        Some(C::ProducerFenced | C::InvalidProducerEpoch | C::Fenced)
+        Some(C::ProducerFenced | C::Fenced)
     )
 }
 
@@ -131,6 +140,7 @@ fn retrying(
             Ok(()) => return Ok(()),
             Err(KafkaError::Transaction(e)) if e.is_retriable() && !left.is_zero() => {
                 tracing::debug!(error = %e, "transaction step failed; retrying");
+                std::thread::sleep(TRANSACTION_RETRY_BACKOFF.min(left));
             }
             Err(error) => return Err(TransactionError::of(error)),
         }

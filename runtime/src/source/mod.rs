@@ -193,14 +193,13 @@ impl Source {
     /// Moves every owned partition that has been read back to where no committed transaction
     /// covers it, so that what an aborted transaction held is read again. Blocks for up to
     /// `timeout` per partition. Returns how many partitions were moved.
-    pub fn rewind(&self, timeout: Duration) -> usize {
+    ///
+    /// # Errors
+    /// The first partition that could not be moved: reading on would skip its records.
+    pub fn rewind(&self, timeout: Duration) -> Result<usize, KafkaError> {
         self.ownership.rewind(|topic, partition, offset| {
-            if let Err(error) =
-                self.consumer
-                    .seek(topic, partition, rdkafka::Offset::Offset(offset), timeout)
-            {
-                tracing::warn!(topic, partition, offset, %error, "cannot rewind the partition");
-            }
+            self.consumer
+                .seek(topic, partition, rdkafka::Offset::Offset(offset), timeout)
         })
     }
 

@@ -106,19 +106,22 @@ impl Ownership {
 
     /// Where each owned partition that has been read must be read again from, to redo what no
     /// transaction committed; `seek` moves the consumer there, under the lock so that no
-    /// rebalance comes between.
-    pub(super) fn rewind(&self, mut seek: impl FnMut(&str, i32, i64)) -> usize {
+    /// rebalance comes between. Stops at the first partition `seek` fails on.
+    pub(super) fn rewind<E>(
+        &self,
+        mut seek: impl FnMut(&str, i32, i64) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let state = self.lock();
         let mut sought = 0;
         for (topic, partitions) in &state.owned {
             for (partition, owned) in partitions {
                 if let Some(offset) = owned.rewind_to {
-                    seek(topic, *partition, offset);
+                    seek(topic, *partition, offset)?;
                     sought += 1;
                 }
             }
         }
-        sought
+        Ok(sought)
     }
 
     /// Runs `store` if `partition` is still owned under `generation`, holding the state so that
@@ -323,7 +326,12 @@ mod tests {
         o.committed("in", 1, g1, 9);
         o.committed("in", 0, g0 + 100, 99);
         let mut sought = Vec::new();
-        let n = o.rewind(|t, p, at| sought.push((t.to_owned(), p, at)));
+        let n = o
+            .rewind(|t, p, at| {
+                sought.push((t.to_owned(), p, at));
+                Ok::<_, ()>(())
+            })
+            .expect("no seek fails");
         sought.sort();
         assert_eq!(n, 2, "partition 2 has had nothing read");
         assert_eq!(
@@ -334,7 +342,11 @@ mod tests {
         o.revoke(Some(&[p(1)]));
         o.assign(&[p(1)], |_| {});
         let mut sought = Vec::new();
-        o.rewind(|_, p, at| sought.push((p, at)));
+        o.rewind(|_, p, at| {
+            sought.push((p, at));
+            Ok::<_, ()>(())
+        })
+        .expect("no seek fails");
         assert_eq!(sought, [(0, 40)], "a reassigned partition starts afresh");
     }
 
