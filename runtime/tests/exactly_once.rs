@@ -81,6 +81,10 @@ async fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerCon
 }
 
 fn settings(brokers: &str) -> config::Settings {
+    settings_with(brokers, "50ms")
+}
+
+fn settings_with(brokers: &str, transaction_interval: &str) -> config::Settings {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = format!(
         r#"
@@ -91,7 +95,7 @@ fn settings(brokers: &str) -> config::Settings {
         output-topic = "{OUTPUT}"
         dead-letter-topic = "{DEAD_LETTERS}"
         delivery = "exactly-once"
-        transaction-interval = "50ms"
+        transaction-interval = "{transaction_interval}"
         transactional-id = "scorer-0"
         [kafka.consumer]
         "auto.offset.reset" = "earliest"
@@ -179,10 +183,27 @@ async fn run_until_done(
     brokers: String,
     settings: config::Settings,
 ) -> Result<Summary, streaminfer::RunError> {
+    run_with(brokers, settings, |_| {}).await
+}
+
+/// As [`run_until_done`], calling `meanwhile` on a blocking thread once the first outputs are
+/// out.
+async fn run_with(
+    brokers: String,
+    settings: config::Settings,
+    meanwhile: impl FnOnce(&str) + Send + 'static,
+) -> Result<Summary, streaminfer::RunError> {
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(streaminfer::run(settings, async move {
         let _ = stopped.await;
     }));
+    let b = brokers.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read_all(&b, OUTPUT, 2).is_empty() && Instant::now() < deadline {}
+        meanwhile(&b);
+    });
+    started.await.expect("meanwhile");
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline && !running.is_finished() {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -254,6 +275,40 @@ async fn outputs_refused_inside_a_transaction_abort_it_and_are_dead_lettered_whe
     assert!(
         everything_came_out(&brokers),
         "every record scored or dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_mid_transaction_aborts_it_and_reads_its_records_again() {
+    let cluster = cluster().await;
+    let brokers = cluster.bootstrap_servers();
+    // A second member joins the group, takes partitions for a while, and leaves without
+    // committing: the runtime's open transaction (held open 3 s) holds records of revoked
+    // partitions.
+    let summary = run_with(brokers.clone(), settings_with(&brokers, "3s"), |brokers| {
+        let intruder: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "scorer")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("intruder");
+        intruder.subscribe(&[INPUT]).expect("subscribed");
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let _ = intruder.poll(Duration::from_millis(100));
+        }
+        intruder.unsubscribe();
+    })
+    .await
+    .expect("the run goes on after the rebalance");
+    assert!(
+        summary.aborted >= 1,
+        "the open transaction was aborted: {summary:?}"
+    );
+    assert!(
+        everything_came_out(&brokers),
+        "every record scored after the rebalance"
     );
 }
 
