@@ -9,7 +9,7 @@
 //! reader would see.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -28,27 +28,12 @@ const OUTPUT: &str = "scores";
 const DEAD_LETTERS: &str = "dead-letters";
 const RECORDS: u64 = 600;
 
-fn fraud_plugin() -> PathBuf {
-    let path = std::env::var_os("FRAUD_PLUGIN").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-wasip2/plugin/fraud_plugin.wasm")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p fraud-plugin --target wasm32-wasip2 --profile plugin`",
-        path.display()
-    );
-    path
-}
+mod common;
+
+use common::fraud_plugin;
 
 fn transaction(id: u64) -> String {
-    let mut fields = vec![format!("\"id\": {id}"), "\"Time\": 406.0".to_owned()];
-    fields.extend((1..=28).map(|i| format!("\"V{i}\": {}", f64::from(i) / 100.0)));
-    fields.push("\"Amount\": 149.62".to_owned());
-    format!("{{{}}}", fields.join(", "))
+    common::transaction(id, 406.0, |i| f64::from(i) / 100.0, 149.62)
 }
 
 /// A mock cluster with the three topics, `RECORDS` transactions in the input.

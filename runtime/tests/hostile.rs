@@ -17,20 +17,10 @@ const MEMORY_LIMIT: u64 = 16 << 20;
 /// a shared 2-core machine; a plugin that escaped its limits would take forever instead.
 const CONTAINED_WITHIN: Duration = Duration::from_secs(5);
 
+mod common;
+
 fn hostile_plugin() -> PathBuf {
-    let path = std::env::var_os("HOSTILE_PLUGIN").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-wasip2/plugin/hostile_plugin.wasm")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p hostile-plugin --target wasm32-wasip2 --profile plugin`",
-        path.display()
-    );
-    path
+    common::plugin("HOSTILE_PLUGIN", "hostile_plugin.wasm", "hostile-plugin")
 }
 
 fn pool() -> PluginPool {

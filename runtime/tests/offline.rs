@@ -12,24 +12,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn fraud_plugin() -> PathBuf {
-    let path = std::env::var_os("FRAUD_PLUGIN").map_or_else(
-        || repo().join("target/wasm32-wasip2/plugin/fraud_plugin.wasm"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p fraud-plugin --target wasm32-wasip2 --profile plugin`",
-        path.display()
-    );
-    path
-}
+mod common;
+
+use common::fraud_plugin;
 
 fn transaction(id: u64, amount: f64) -> String {
-    let mut fields = vec![format!("\"id\": {id}"), "\"Time\": 1000.0".to_owned()];
-    fields.extend((1..=28).map(|i| format!("\"V{i}\": {}", (f64::from(i) - 14.0) / 10.0)));
-    fields.push(format!("\"Amount\": {amount}"));
-    format!("{{{}}}", fields.join(", "))
+    common::transaction(id, 1000.0, |i| (f64::from(i) - 14.0) / 10.0, amount)
 }
 
 fn records_file(dir: &Path) -> PathBuf {

@@ -13,21 +13,9 @@ use streaminfer::contract::{
 };
 use streaminfer::plugin::{LoadedPlugin, PluginError, PluginHost, PluginPool};
 
-fn fraud_plugin() -> PathBuf {
-    let path = std::env::var_os("FRAUD_PLUGIN").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-wasip2/plugin/fraud_plugin.wasm")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p fraud-plugin --target wasm32-wasip2 --profile plugin`",
-        path.display()
-    );
-    path
-}
+mod common;
+
+use common::fraud_plugin;
 
 fn settings(path: PathBuf, plugin_settings: &[(&str, &str)]) -> PluginSettings {
     PluginSettings {
@@ -48,10 +36,7 @@ fn load(plugin_settings: &[(&str, &str)]) -> Result<Arc<LoadedPlugin>, PluginErr
 }
 
 fn transaction(id: u64) -> String {
-    let mut fields = vec![format!("\"id\": {id}"), "\"Time\": 406.0".to_owned()];
-    fields.extend((1..=28).map(|i| format!("\"V{i}\": {}", f64::from(i) / 100.0)));
-    fields.push("\"Amount\": 149.62".to_owned());
-    format!("{{{}}}", fields.join(", "))
+    common::transaction(id, 406.0, |i| f64::from(i) / 100.0, 149.62)
 }
 
 fn record(offset: i64, value: &[u8]) -> InputRecord {
