@@ -67,6 +67,48 @@ pub enum TensorData {
     Bytes(Vec<Vec<u8>>),
 }
 
+impl TensorData {
+    /// How many elements it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::S8(v) => v.len(),
+            TensorData::S16(v) => v.len(),
+            TensorData::S32(v) => v.len(),
+            TensorData::S64(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::U16(v) => v.len(),
+            TensorData::U32(v) => v.len(),
+            TensorData::U64(v) => v.len(),
+            TensorData::Boolean(v) => v.len(),
+            TensorData::Bytes(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its element type.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            TensorData::F32(_) => Dtype::F32,
+            TensorData::F64(_) => Dtype::F64,
+            TensorData::S8(_) => Dtype::S8,
+            TensorData::S16(_) => Dtype::S16,
+            TensorData::S32(_) => Dtype::S32,
+            TensorData::S64(_) => Dtype::S64,
+            TensorData::U8(_) => Dtype::U8,
+            TensorData::U16(_) => Dtype::U16,
+            TensorData::U32(_) => Dtype::U32,
+            TensorData::U64(_) => Dtype::U64,
+            TensorData::Boolean(_) => Dtype::Boolean,
+            TensorData::Bytes(_) => Dtype::Bytes,
+        }
+    }
+}
+
 /// An element type, as the cases of [`TensorData`] name them.
 #[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
 #[component(enum)]

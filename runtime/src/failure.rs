@@ -96,9 +96,15 @@ reasons! {
     /// The plugin went over its wall-clock limit on the record alone.
     PluginTimeout => "plugin-timeout", Plugin,
         "the plugin exceeds `plugin.call-timeout` on the record alone";
+    /// The plugin emitted more records, or more bytes, for the record than allowed.
+    OutputLimit => "output-limit", Plugin,
+        "the plugin makes more than `plugin.max-outputs` records or `plugin.max-output-bytes` bytes from the record";
+    /// The plugin named a topic it may not write to.
+    TopicNotAllowed => "topic-not-allowed", Plugin,
+        "the plugin names a topic not in `plugin.allowed-topics` for one of the record's outputs";
     /// The plugin built a request no model can take.
     InvalidRequest => "invalid-request", Plugin,
-        "the plugin builds a request no model can take";
+        "the plugin builds a request no model can take: a shape that does not match the data, a negative or overflowing dimension, a duplicate input, or a name, element type or rank other than it declared";
     /// The producer or the broker refused one of the record's outputs for good.
     OutputRefused => "output-refused", Plugin,
         "the producer or the broker refuses one of the record's outputs for good (over `message.max.bytes`, an unknown or forbidden topic)";
@@ -193,12 +199,16 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_reason_with_its_fault() {
-        let readme = include_str!("../../README.md");
+    fn the_docs_list_every_reason_with_its_fault() {
         let expected = table();
-        assert!(
-            readme.contains(&expected),
-            "README.md's table of dead-letter reasons is out of date; it must read:\n\n{expected}"
-        );
+        for (file, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("docs/plugins.md", include_str!("../../docs/plugins.md")),
+        ] {
+            assert!(
+                text.contains(&expected),
+                "{file}'s table of dead-letter reasons is out of date; it must read:\n\n{expected}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use streaminfer::config::{self, Mode, PluginSettings, Settings, defaults};
+use streaminfer::config::{self, Mode, OutputLimits, PluginSettings, Settings, defaults};
 use streaminfer::metrics::millis;
 
 /// Streaming model inference from Kafka to Kafka, extensible with WebAssembly plugins.
@@ -133,6 +133,7 @@ fn main() -> ExitCode {
                     workers: 1,
                     reload: None,
                     settings: Vec::new(),
+                    outputs: OutputLimits::default(),
                 },
             };
             let records = match input.as_deref().map(read_input).transpose() {

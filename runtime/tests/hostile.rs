@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use streaminfer::config::PluginSettings;
-use streaminfer::contract::{Decision, InputRecord};
-use streaminfer::failure::Failure;
+use streaminfer::config::{OutputLimits, PluginSettings};
+use streaminfer::contract::{
+    Completion, Decision, InferenceResponse, InputRecord, ModelInfo, Origin,
+};
+use streaminfer::failure::{Failure, Fault, Reason};
 use streaminfer::plugin::{PluginHost, PluginPool};
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -31,6 +33,10 @@ fn pool() -> PluginPool {
         workers: 1,
         reload: None,
         settings: Vec::new(),
+        outputs: OutputLimits {
+            topics: vec!["scores".into(), "audit".into()],
+            ..OutputLimits::default()
+        },
     };
     let plugin = PluginHost::new()
         .expect("engine")
@@ -157,9 +163,124 @@ async fn the_plugin_has_no_files_no_network_and_no_environment() {
 }
 
 #[tokio::test]
-async fn a_huge_output_is_handed_over_whole_for_the_sink_to_judge() {
+async fn an_output_past_max_output_bytes_fails_its_record() {
     let pool = pool();
-    let (result, _) = between_good_records(&pool, "huge-output").await;
-    assert_eq!(emitted(&result).len(), 2 << 20);
+    let failure = prepare_fails(&pool, "huge-output").await;
+    assert_eq!(failure.reason, Reason::OutputLimit, "{failure}");
+    assert!(failure.message.contains("2097152 bytes"), "{failure}");
+    pool.shutdown();
+}
+
+/// The reason `command`'s record fails with, run between good records in `prepare`.
+async fn prepare_fails(pool: &PluginPool, command: &str) -> Failure {
+    let (result, _) = between_good_records(pool, command).await;
+    failure(result)
+}
+
+/// The reason `then-<command>` fails with in `complete`: prepared (a valid request), answered
+/// by a made-up response, completed beside a good record's completion.
+async fn complete_fails(pool: &PluginPool, command: &str) -> Failure {
+    let (records, decisions) = pool
+        .prepare(vec![
+            record(1, "then-ok"),
+            record(2, &format!("then-{command}")),
+        ])
+        .await
+        .expect("the plugin keeps serving");
+    let completions = records
+        .iter()
+        .zip(decisions)
+        .map(|(r, d)| match d {
+            Ok(Decision::Infer(call)) => Completion {
+                origin: Origin::of(r),
+                state: call.state,
+                response: InferenceResponse {
+                    model: ModelInfo {
+                        name: "fraud".into(),
+                        version: None,
+                    },
+                    outputs: Vec::new(),
+                },
+            },
+            other => panic!("expected a model call, got {other:?}"),
+        })
+        .collect();
+    let mut completed = pool.complete(completions).await.expect("serving");
+    assert_eq!(completed.len(), 2);
+    let bad = completed.pop().expect("two results");
+    assert!(
+        matches!(completed.pop(), Some(Err(ref f)) if f.reason == Reason::InvalidRecord),
+        "the neighbour is judged on its own (then-ok is no command for complete)"
+    );
+    bad.expect_err("the bad completion fails")
+}
+
+#[tokio::test]
+async fn a_miscounted_batch_fails_only_the_record_that_miscounts_alone() {
+    let pool = pool();
+    for command in ["extra-result", "missing-result"] {
+        let failure = prepare_fails(&pool, command).await;
+        assert_eq!(
+            failure.reason,
+            Reason::PluginContract,
+            "{command}: {failure}"
+        );
+    }
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn output_floods_fail_their_record_in_prepare_and_in_complete() {
+    let pool = pool();
+    for command in ["many-outputs", "wide-outputs"] {
+        let failure = prepare_fails(&pool, command).await;
+        assert_eq!(failure.reason, Reason::OutputLimit, "{command}: {failure}");
+        let failure = complete_fails(&pool, command).await;
+        assert_eq!(failure.reason, Reason::OutputLimit, "{command}: {failure}");
+    }
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn only_allowed_topics_may_be_named_in_prepare_and_in_complete() {
+    let pool = pool();
+    for command in ["topic-input", "topic-empty", "topic-invalid"] {
+        let failure = prepare_fails(&pool, command).await;
+        assert_eq!(
+            failure.reason,
+            Reason::TopicNotAllowed,
+            "{command}: {failure}"
+        );
+        let failure = complete_fails(&pool, command).await;
+        assert_eq!(
+            failure.reason,
+            Reason::TopicNotAllowed,
+            "{command}: {failure}"
+        );
+    }
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn requests_no_model_can_take_are_the_plugins_fault_before_any_model_sees_them() {
+    let pool = pool();
+    for command in ["bad-shape", "negative-dim", "duplicate-input"] {
+        let failure = prepare_fails(&pool, command).await;
+        assert_eq!(
+            failure.reason,
+            Reason::InvalidRequest,
+            "{command}: {failure}"
+        );
+        assert_eq!(failure.fault(), Fault::Plugin);
+    }
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn a_log_flood_costs_the_record_nothing_and_ends() {
+    let pool = pool();
+    let (result, elapsed) = between_good_records(&pool, "log-flood").await;
+    assert_eq!(emitted(&result), b"logged");
+    assert!(elapsed < CONTAINED_WITHIN, "the flood took {elapsed:?}");
     pool.shutdown();
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streaminfer::config::PluginSettings;
+use streaminfer::config::{OutputLimits, PluginSettings};
 use streaminfer::contract::{
     Completion, Decision, Header, InferenceResponse, InputRecord, ModelCall, ModelInfo, Origin,
     Tensor, TensorData,
@@ -28,6 +28,7 @@ fn settings(path: PathBuf, plugin_settings: &[(&str, &str)]) -> PluginSettings {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        outputs: OutputLimits::default(),
     }
 }
 

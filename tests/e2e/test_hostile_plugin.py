@@ -22,6 +22,20 @@ COMMANDS = {
     "open-file": "plugin-error",
     "connect": "plugin-error",
     "env": None,
+    "many-outputs": "output-limit",
+    "wide-outputs": "output-limit",
+    "topic-input": "topic-not-allowed",
+    "topic-empty": "topic-not-allowed",
+    "topic-invalid": "topic-not-allowed",
+    "bad-shape": "invalid-request",
+    "negative-dim": "invalid-request",
+    "duplicate-input": "invalid-request",
+    # (missing-result would even the count out in a batch that also holds extra-result)
+    "extra-result": "plugin-contract",
+    "log-forge": None,
+    "log-flood": None,
+    "then-many-outputs": "output-limit",
+    "then-topic-input": "topic-not-allowed",
 }
 # Generous for a shared machine; what matters is that it is bounded at all.
 CONTAINED_WITHIN = 60.0
@@ -32,7 +46,10 @@ def test_every_hostile_record_is_dead_lettered_with_its_reason(broker, topics, o
     assert plugin.is_file(), f"{plugin} is missing: scripts/test.sh builds it"
     commands = [*COMMANDS, "ok"]
     kafka.produce(broker.bootstrap, topics.input, [(f"{i}-{c}".encode(), c.encode()) for i, c in enumerate(commands)])
-    settings = {**embedded(overrides), "plugin.call-timeout": "200ms", "plugin.memory-limit": "16MiB"}
+    # 4 MiB lets huge-output (2 MiB) reach the broker, which refuses it; wide-outputs (8 MiB)
+    # does not get past the host.
+    settings = {**embedded(overrides), "plugin.call-timeout": "200ms", "plugin.memory-limit": "16MiB",
+                "plugin.max-output-bytes": '"4MiB"'}
 
     started = time.monotonic()
     runtime = start_runtime(settings, plugin=plugin)
@@ -56,3 +73,14 @@ def test_every_hostile_record_is_dead_lettered_with_its_reason(broker, topics, o
     assert sorted(o.value for o in outputs if o.value in (b"ok",)) == [b"ok", b"ok"]
     assert len(outputs) == expected_out, [o.value[:40] for o in outputs]
     assert contained < CONTAINED_WITHIN, f"containing the bad records took {contained:.1f}s"
+
+    # The plugin's log: 10,000 lines of 10 kB asked for, a burst of 100 written, the rest
+    # dropped and counted; every line cut to 1,000 characters; a message with a newline in it
+    # stays on its line, so it cannot pass for a line of the runtime's own.
+    log = runtime.log().splitlines()
+    flood = [line for line in log if "ffffffffff" in line]
+    assert 0 < len(flood) <= 200, f"{len(flood)} flood lines written"
+    assert all(len(line) < 1_300 for line in flood), max(map(len, flood))
+    assert any("plugin log over its rate limit" in line for line in log), "the drops are said"
+    assert not any(line.startswith("2026-12-02T00:00:00.000000Z") for line in log), "a forged line"
+    assert any("forged by the plugin" in line and "done\\n" in line for line in log), "the forgery, escaped"

@@ -35,6 +35,10 @@ pub mod defaults {
     pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
     pub const PLUGIN_WORKERS: usize = 1;
     pub const PLUGIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+    /// Output records one input may make (a plugin that emits more dead-letters the input).
+    pub const PLUGIN_MAX_OUTPUTS: usize = 64;
+    /// Bytes of output (keys, values, headers) one input may make.
+    pub const PLUGIN_MAX_OUTPUT_BYTES: u64 = 1 << 20;
     pub const BATCH_SIZE: usize = 256;
     pub const LINGER: Duration = Duration::from_millis(5);
     pub const MAX_PENDING: usize = 10_000;
@@ -239,6 +243,29 @@ pub struct PluginSettings {
     /// How often the plugin file is checked for a new version; `None`: never (SIGHUP still
     /// reloads only when this is set).
     pub reload: Option<Duration>,
+    /// What one input record's outputs may be.
+    pub outputs: OutputLimits,
+}
+
+/// What the host accepts of the outputs a plugin makes from one input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Records at most.
+    pub max_records: usize,
+    /// Bytes at most: keys, values, header keys and values, topic names.
+    pub max_bytes: u64,
+    /// Topics a plugin may name for a record; a record naming none goes to the output topic.
+    pub topics: Vec<String>,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            max_records: defaults::PLUGIN_MAX_OUTPUTS,
+            max_bytes: defaults::PLUGIN_MAX_OUTPUT_BYTES,
+            topics: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -379,7 +406,7 @@ fn read(
         read_kafka(root.section("kafka"))
     };
     let model = read_model(root.section("model"), config_dir);
-    let plugin = read_plugin(root.section("plugin"), plugin);
+    let plugin = read_plugin(root.section("plugin"), plugin, &kafka);
     let pipeline = read_pipeline(root.section("pipeline"));
     Settings {
         kafka,
@@ -594,7 +621,7 @@ fn read_backend(s: &mut Section<'_>, config_dir: &Path) -> Option<Backend> {
     }
 }
 
-fn read_plugin(mut s: Section<'_>, path: &Path) -> PluginSettings {
+fn read_plugin(mut s: Section<'_>, path: &Path, kafka: &KafkaSettings) -> PluginSettings {
     let memory_limit = s.bytes("memory-limit", defaults::PLUGIN_MEMORY_LIMIT);
     if memory_limit < 1 << 20 {
         s.problem(
@@ -612,6 +639,36 @@ fn read_plugin(mut s: Section<'_>, path: &Path) -> PluginSettings {
             _ => Some(s.duration("reload-interval", defaults::PLUGIN_RELOAD_INTERVAL)),
         },
         settings: s.section("settings").string_map(&[]),
+        outputs: read_output_limits(&mut s, kafka),
+    }
+}
+
+/// `max-outputs`, `max-output-bytes` and `allowed-topics` (the output topic when absent; never
+/// the input topic).
+fn read_output_limits(s: &mut Section<'_>, kafka: &KafkaSettings) -> OutputLimits {
+    let max_records = s.count("max-outputs", defaults::PLUGIN_MAX_OUTPUTS, 1_000_000);
+    let max_bytes = s.bytes("max-output-bytes", defaults::PLUGIN_MAX_OUTPUT_BYTES);
+    let topics = match s.optional_string_list("allowed-topics") {
+        Some(topics) => {
+            for topic in &topics {
+                if let Some(why) = crate::kafka::invalid_topic_name(topic) {
+                    s.problem("allowed-topics", format!("{topic:?} {why}"));
+                } else if *topic == kafka.input_topic {
+                    s.problem(
+                        "allowed-topics",
+                        format!("{topic:?} is the input topic: a plugin may not write to it"),
+                    );
+                }
+            }
+            topics
+        }
+        None if kafka.output_topic.is_empty() => Vec::new(),
+        None => vec![kafka.output_topic.clone()],
+    };
+    OutputLimits {
+        max_records,
+        max_bytes,
+        topics,
     }
 }
 
@@ -954,6 +1011,33 @@ mod tests {
                 "{key}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_plugin_may_name_the_output_topic_unless_told_otherwise_never_the_input() {
+        let s = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(s.plugin.outputs.topics, ["out"]);
+        assert_eq!(s.plugin.outputs.max_records, defaults::PLUGIN_MAX_OUTPUTS);
+        let s = parse(
+            MINIMAL,
+            &[
+                "plugin.allowed-topics=[\"out\", \"audit\"]",
+                "plugin.max-outputs=3",
+                "plugin.max-output-bytes=\"2KiB\"",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.plugin.outputs.topics, ["out", "audit"]);
+        assert_eq!(
+            (s.plugin.outputs.max_records, s.plugin.outputs.max_bytes),
+            (3, 2048)
+        );
+        let found = problems(
+            parse(MINIMAL, &["plugin.allowed-topics=[\"in\", \"no/such\"]"]).expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("input topic"), "{found:?}");
+        assert!(found[1].contains("characters other than"), "{found:?}");
     }
 
     #[test]

@@ -99,6 +99,35 @@ impl<'p> Section<'p> {
         }
     }
 
+    /// A list of non-empty strings, `None` when absent.
+    pub(crate) fn optional_string_list(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.take(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) if !s.trim().is_empty() => out.push(s),
+                        other => self.problem(
+                            key,
+                            format!(
+                                "item {i}: expected a non-empty string, found {}",
+                                describe(&other)
+                            ),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a list of strings, found {}", describe(&other)),
+                );
+                None
+            }
+        }
+    }
+
     /// Whether `key` holds a string, without taking it.
     pub(crate) fn optional_string_peek(&self, key: &str) -> Option<&str> {
         self.table.get(key).and_then(toml::Value::as_str)

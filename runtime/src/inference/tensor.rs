@@ -44,20 +44,7 @@ fn element_count(name: &str, shape: &[i64]) -> Result<u64, TensorError> {
 }
 
 pub(super) fn data_len(data: &TensorData) -> usize {
-    match data {
-        TensorData::F32(v) => v.len(),
-        TensorData::F64(v) => v.len(),
-        TensorData::S8(v) => v.len(),
-        TensorData::S16(v) => v.len(),
-        TensorData::S32(v) => v.len(),
-        TensorData::S64(v) => v.len(),
-        TensorData::U8(v) => v.len(),
-        TensorData::U16(v) => v.len(),
-        TensorData::U32(v) => v.len(),
-        TensorData::U64(v) => v.len(),
-        TensorData::Boolean(v) => v.len(),
-        TensorData::Bytes(v) => v.len(),
-    }
+    data.len()
 }
 
 pub(super) fn le<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Vec<u8> {

@@ -115,9 +115,37 @@ where
     }
 }
 
+/// Why Kafka would refuse `name` as a topic name (its rules: 1 to 249 characters of ASCII
+/// letters, digits, `.`, `_` and `-`, and neither `.` nor `..`), or `None` if it is valid.
+pub(crate) fn invalid_topic_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 249 {
+        Some("is longer than 249 characters")
+    } else if name == "." || name == ".." {
+        Some("is not a topic name")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("holds characters other than ASCII letters, digits, '.', '_' and '-'")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert_eq!(invalid_topic_name("fraud-scores_v2.eu"), None);
+        for bad in ["", ".", "..", "a b", "scores/eu", "émoi", &"x".repeat(250)] {
+            assert!(invalid_topic_name(bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(invalid_topic_name(&"x".repeat(249)), None);
+    }
 
     #[test]
     fn repeated_messages_are_suppressed_even_when_they_alternate() {

@@ -11,7 +11,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
-use super::{LoadedPlugin, PluginError, StoreState};
+use super::{LoadedPlugin, PluginError, StoreState, guard};
 use crate::contract::{
     Completion, Decision, InputRecord, ModelRequirements, OutputRecord, PluginError as GuestError,
 };
@@ -27,6 +27,10 @@ pub(super) struct MemoryLimiter {
 /// Table elements an instance may grow to; tables hold function references, a few thousand is
 /// plenty for any real plugin.
 const TABLE_ELEMENTS_LIMIT: usize = 100_000;
+
+/// Characters of a plugin's own message (a refused configuration, a trap) kept for the log and
+/// the dead letter.
+const MESSAGE_AT_MOST: usize = 2_000;
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
@@ -86,6 +90,7 @@ impl CallError {
                 ),
             ),
             CallError::Trap(message) => {
+                let message = guard::shortened(message, MESSAGE_AT_MOST);
                 Failure::new(Reason::PluginTrap, format!("plugin trapped: {message}"))
             }
         }
@@ -112,6 +117,9 @@ pub(super) struct Instance {
     plugin: Arc<LoadedPlugin>,
     store: Store<StoreState>,
     bindings: Bindings,
+    /// What the configured plugin declared it sends the model; its requests are checked
+    /// against it.
+    declared: ModelRequirements,
 }
 
 impl Instance {
@@ -131,6 +139,7 @@ impl Instance {
                 hit: false,
             },
             plugin: plugin.name.clone(),
+            log: super::log::LogGate::new(std::time::Instant::now()),
         };
         let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -148,14 +157,18 @@ impl Instance {
             plugin: plugin.clone(),
             store,
             bindings,
+            declared: ModelRequirements::default(),
         };
         let settings = instance.plugin.settings.clone();
         let configured = instance.call(|guest, store| guest.call_configure(store, &settings));
         match configured {
-            Ok(Ok(())) => Ok(instance),
+            Ok(Ok(())) => {
+                instance.declared = instance.requirements()?;
+                Ok(instance)
+            }
             Ok(Err(message)) => Err(PluginError::Configure {
                 path: plugin.path.clone(),
-                message,
+                message: guard::shortened(&message, MESSAGE_AT_MOST),
             }),
             Err(e) => Err(PluginError::Configure {
                 path: plugin.path.clone(),
@@ -180,16 +193,34 @@ impl Instance {
         Ok(())
     }
 
-    /// What the configured plugin sends the model and reads back.
-    pub(super) fn requirements(&mut self) -> Result<ModelRequirements, PluginError> {
-        self.call(|guest, store| guest.call_requirements(store))
-            .map_err(|e| PluginError::Configure {
-                path: self.plugin.path.clone(),
-                message: format!(
-                    "describing its model requirements: {}",
-                    e.failure(&self.plugin).message
-                ),
-            })
+    /// What the configured plugin declared it sends the model and reads back.
+    pub(super) fn declared(&self) -> &ModelRequirements {
+        &self.declared
+    }
+
+    /// Asks the configured plugin what it sends the model and reads back, checked to be sane.
+    fn requirements(&mut self) -> Result<ModelRequirements, PluginError> {
+        let path = self.plugin.path.clone();
+        let refused = |message: String| PluginError::Configure {
+            path: path.clone(),
+            message: format!("describing its model requirements: {message}"),
+        };
+        let declared = self
+            .call(|guest, store| guest.call_requirements(store))
+            .map_err(|e| refused(e.failure(&self.plugin).message))?;
+        guard::requirements(&declared).map_err(refused)?;
+        Ok(declared)
+    }
+
+    /// The host's checks on one decision: a request no model can take, or outputs past the
+    /// limits, fail the record.
+    fn checked(&self, decision: Decision) -> Result<Decision, Failure> {
+        match &decision {
+            Decision::Infer(call) => guard::request(&call.request, &self.declared)?,
+            Decision::Emit(outputs) => guard::outputs(outputs, &self.plugin.outputs)?,
+            Decision::Skip => {}
+        }
+        Ok(decision)
     }
 
     /// Asks the plugin what to do with each record; one result per record, in order.
@@ -200,9 +231,13 @@ impl Instance {
         &mut self,
         records: &[InputRecord],
     ) -> Result<Vec<Result<Decision, Failure>>, PluginError> {
-        self.isolating(records, &|guest, store, items| {
+        let decided = self.isolating(records, &|guest, store, items| {
             guest.call_prepare(store, items)
-        })
+        })?;
+        Ok(decided
+            .into_iter()
+            .map(|d| d.and_then(|d| self.checked(d)))
+            .collect())
     }
 
     /// Turns responses into output records; one result per completion, in order.
@@ -213,9 +248,18 @@ impl Instance {
         &mut self,
         completions: &[Completion],
     ) -> Result<Vec<Result<Vec<OutputRecord>, Failure>>, PluginError> {
-        self.isolating(completions, &|guest, store, items| {
+        let completed = self.isolating(completions, &|guest, store, items| {
             guest.call_complete(store, items)
-        })
+        })?;
+        Ok(completed
+            .into_iter()
+            .map(|r| {
+                r.and_then(|outputs| {
+                    guard::outputs(&outputs, &self.plugin.outputs)?;
+                    Ok(outputs)
+                })
+            })
+            .collect())
     }
 
     /// Calls `f` on the whole batch; if the call fails as a whole, rebuilds the instance and
@@ -242,7 +286,18 @@ impl Instance {
                         items.len()
                     ),
                 );
-                Ok(items.iter().map(|_| Err(failure.clone())).collect())
+                // Which record made it miscount is unknown: each is asked alone, and only one
+                // that miscounts alone fails.
+                if items.len() == 1 {
+                    return Ok(vec![Err(failure)]);
+                }
+                tracing::warn!(
+                    plugin = &*self.plugin.name,
+                    batch = items.len(),
+                    error = %failure.message,
+                    "plugin broke the contract; asking record by record"
+                );
+                self.one_by_one(items, f, &failure)
             }
             Err(error) => {
                 let failure = error.failure(&self.plugin);
@@ -257,13 +312,23 @@ impl Instance {
                 if items.len() == 1 {
                     return Ok(vec![Err(failure)]);
                 }
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    let mut one = self.isolating(std::slice::from_ref(item), f)?;
-                    out.push(one.pop().unwrap_or_else(|| Err(failure.clone())));
-                }
-                Ok(out)
+                self.one_by_one(items, f, &failure)
             }
         }
+    }
+
+    /// Calls `f` on each item alone; `failure` stands for an item that gets no result.
+    fn one_by_one<I, O>(
+        &mut self,
+        items: &[I],
+        f: BatchCall<'_, I, O>,
+        failure: &Failure,
+    ) -> Result<Vec<Result<O, Failure>>, PluginError> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let mut one = self.isolating(std::slice::from_ref(item), f)?;
+            out.push(one.pop().unwrap_or_else(|| Err(failure.clone())));
+        }
+        Ok(out)
     }
 }

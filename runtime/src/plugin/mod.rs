@@ -12,7 +12,9 @@
 //!   instance is rebuilt before the next call.
 
 mod bindings;
+mod guard;
 mod instance;
+mod log;
 mod pool;
 pub mod types;
 
@@ -155,6 +157,7 @@ impl PluginHost {
             deadline_ticks: ticks(settings.call_timeout),
             call_timeout: settings.call_timeout,
             settings: settings.settings.clone(),
+            outputs: settings.outputs.clone(),
         }))
     }
 }
@@ -219,6 +222,7 @@ pub struct LoadedPlugin {
     deadline_ticks: u64,
     call_timeout: Duration,
     settings: Vec<(String, String)>,
+    outputs: crate::config::OutputLimits,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -246,6 +250,7 @@ struct StoreState {
     table: ResourceTable,
     limiter: instance::MemoryLimiter,
     plugin: Arc<str>,
+    log: log::LogGate,
 }
 
 impl WasiView for StoreState {
@@ -263,6 +268,24 @@ impl bindings::streaminfer::plugin::log::Host for StoreState {
     fn log(&mut self, level: bindings::streaminfer::plugin::log::Level, message: String) {
         use bindings::streaminfer::plugin::log::Level;
         let plugin = &*self.plugin;
+        match self.log.admit(std::time::Instant::now()) {
+            log::Admit::Write { dropped: 0 } => {}
+            log::Admit::Write { dropped } => tracing::warn!(
+                plugin,
+                dropped,
+                "plugin log lines dropped: over the rate limit"
+            ),
+            log::Admit::FirstDropped => {
+                tracing::warn!(
+                    plugin,
+                    per_second = log::PER_SECOND,
+                    "plugin log over its rate limit: dropping lines"
+                );
+                return;
+            }
+            log::Admit::Dropped => return,
+        }
+        let message = log::one_line(&message);
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),

@@ -52,16 +52,13 @@ impl PluginPool {
     /// # Errors
     /// [`PluginError::Instantiate`] or [`PluginError::Configure`].
     pub fn start(plugin: Arc<LoadedPlugin>, workers: usize) -> Result<Self, PluginError> {
-        let mut instances = (0..workers.max(1))
+        let instances = (0..workers.max(1))
             .map(|_| Instance::new(plugin.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let requirements = match instances.first_mut() {
-            Some(first) => first.requirements()?,
-            None => ModelRequirements {
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-            },
-        };
+        let requirements = instances
+            .first()
+            .map(|first| first.declared().clone())
+            .unwrap_or_default();
         let (jobs, queue) = mpsc::channel::<Job>(workers.max(1) * 2);
         let queue = Arc::new(Mutex::new(queue));
         let mut threads = Vec::with_capacity(instances.len());
