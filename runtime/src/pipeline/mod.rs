@@ -33,7 +33,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, FuturesUnordered};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
@@ -59,6 +59,9 @@ const STALL_AFTER: Duration = Duration::from_secs(30);
 const CLOSE_AT_MOST: Duration = Duration::from_secs(2);
 /// The final commit's least wait, even when the drain used the whole deadline.
 const COMMIT_AT_LEAST: Duration = Duration::from_secs(2);
+/// How long the acknowledgements of a transaction that cannot commit are awaited before it is
+/// aborted.
+const HARVEST_AT_MOST: Duration = Duration::from_secs(5);
 /// How long a transaction's commit may take before it is aborted: less than the
 /// `transaction.timeout.ms` the runtime sets, after which the broker aborts it anyway.
 const TRANSACTION_AT_MOST: Duration = Duration::from_secs(8);
@@ -567,7 +570,7 @@ impl Pipeline {
                             return Err(PipelineError::Rewind("partitions were revoked".into()));
                         }
                         Ok(Committed::Failed(TransactionError::Abortable(e))) => {
-                            return Err(rewinding(&mut acks, tx, e.to_string()));
+                            return Err(rewinding(&mut acks, tx, e.to_string()).await);
                         }
                         Ok(Committed::Failed(fatal)) => return Err(fatal.into()),
                         Err(e) => {
@@ -586,7 +589,7 @@ impl Pipeline {
                         // In a transaction, a record that failed makes the broker client purge
                         // the others: the transaction cannot commit; the run goes on unless the
                         // abort fails too (the brokers gone).
-                        (Err(error), Some(tx)) => return Err(rewinding(&mut acks, tx, error)),
+                        (Err(error), Some(tx)) => return Err(rewinding(&mut acks, tx, error).await),
                         (acked, _) => acked?,
                     };
                     let Position { topic, partition, offset, arrived, generation, epoch } = match acked {
@@ -596,7 +599,7 @@ impl Pipeline {
                             // when it is read again.
                             if let Some(tx) = transactions.as_mut() {
                                 let why = refuse(tx, *again);
-                                return Err(rewinding(&mut acks, tx, why));
+                                return Err(rewinding(&mut acks, tx, why).await);
                             }
                             continue;
                         }
@@ -619,7 +622,7 @@ impl Pipeline {
                     match (enqueued, transactions.as_mut()) {
                         (Ok(acknowledging), _) => acks.push(acknowledging),
                         // The producer refuses records while its transaction must be aborted.
-                        (Err(error), Some(tx)) => return Err(rewinding(&mut acks, tx, error)),
+                        (Err(error), Some(tx)) => return Err(rewinding(&mut acks, tx, error).await),
                         (Err(error), None) => return Err(error.into()),
                     }
                 }
@@ -828,7 +831,7 @@ impl From<SinkError> for Cause {
 /// in), otherwise the transaction is aborted and its records read again. The records the broker
 /// refused among those acknowledgements are remembered, to be dead-lettered when read again
 /// rather than refused again.
-fn rewinding(
+async fn rewinding(
     acks: &mut FuturesUnordered<Acknowledging>,
     tx: &mut Transactions,
     cause: impl Into<Cause>,
@@ -842,16 +845,27 @@ fn rewinding(
         Cause::Sink(error) => error.to_string(),
         Cause::Said(why) => why,
     };
-    while let Some(Some(acked)) = acks.next().now_or_never() {
-        match acked {
-            Ok(Acked::Retry(again)) => {
-                refuse(tx, *again);
+    // Every acknowledgement of the transaction comes in soon: the broker client purges what it
+    // has not sent once the transaction cannot commit. Waiting for them all (within a bound)
+    // finds every refused record, not only those whose refusal came first.
+    let harvest = async {
+        while let Some(acked) = acks.next().await {
+            match acked {
+                Ok(Acked::Retry(again)) => {
+                    refuse(tx, *again);
+                }
+                Err(error) if error.fenced() => {
+                    fenced.get_or_insert(error);
+                }
+                _ => {}
             }
-            Err(error) if error.fenced() => {
-                fenced.get_or_insert(error);
-            }
-            _ => {}
         }
+    };
+    if tokio::time::timeout(HARVEST_AT_MOST, harvest)
+        .await
+        .is_err()
+    {
+        tracing::debug!("acknowledgements still missing when the transaction was aborted");
     }
     match fenced {
         Some(error) => PipelineError::Fenced(Box::new(error)),
