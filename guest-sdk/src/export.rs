@@ -38,6 +38,7 @@ pub fn configure<P: Plugin + 'static>(
     slot: &'static LocalKey<Slot<P>>,
     settings: Vec<(String, String)>,
 ) -> Result<(), String> {
+    report_panics();
     let config = Config::new(settings);
     slot.with(|slot| {
         let mut current = slot.0.try_borrow_mut().map_err(|_| BUSY.to_owned())?;
@@ -45,6 +46,30 @@ pub fn configure<P: Plugin + 'static>(
         *current = Some(P::configure(&config)?);
         Ok(())
     })
+}
+
+/// The line a panic is reported with; the host puts it in the record's dead letter.
+pub const PANIC_PREFIX: &str = "panicked at ";
+
+/// Sends every panic's message and place to the host's log, which the host also puts in the
+/// record's dead letter: the trap alone says only where in the compiled code it happened.
+fn report_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic");
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            crate::log::error(&format!("{PANIC_PREFIX}{place}: {message}"));
+        }));
+    });
 }
 
 /// The configured plugin's [`Plugin::requirements`]; nothing before a successful configure.

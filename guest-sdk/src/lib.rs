@@ -89,7 +89,7 @@ mod tensor;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../wit",
+        path: "wit",
         additional_derives: [PartialEq],
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",

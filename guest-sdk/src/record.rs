@@ -6,9 +6,54 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Header, Output, PluginError, Record, Request, Tensor};
+use crate::{Header, Origin, Output, PluginError, Record, Request, Tensor};
 
 impl Record {
+    /// A record holding `value`, read from partition 0 of topic `test` at offset 0, with no key
+    /// and no headers: for a plugin's unit tests, e.g.
+    /// `plugin.prepare(&Record::of(r#"{"id": 1}"#))`. Add a key or headers with
+    /// [`Record::with_key`] and [`Record::with_header`].
+    pub fn of(value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            topic: "test".to_owned(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The record with `key`.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The record with one more header.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Where the record came from, as `complete` is told: for a plugin's unit tests of
+    /// `complete`.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.clone(),
+        }
+    }
+
     /// Deserializes the record's value as JSON.
     ///
     /// For speed, deserialize into a `#[derive(Deserialize)]` struct of the fields you use,

@@ -178,6 +178,18 @@ impl Tensor {
 }
 
 impl Response {
+    /// A response holding `outputs`, from a model called `test`: for a plugin's unit tests of
+    /// `complete`, e.g. `Response::of([Tensor::f32("score", [1, 1], [0.9])?])`.
+    pub fn of(outputs: impl IntoIterator<Item = Tensor>) -> Self {
+        Self {
+            model: crate::ModelInfo {
+                name: "test".to_owned(),
+                version: None,
+            },
+            outputs: outputs.into_iter().collect(),
+        }
+    }
+
     /// The output tensor called `name`.
     ///
     /// # Errors

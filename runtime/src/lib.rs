@@ -40,6 +40,7 @@ pub mod offsets;
 pub mod pipeline;
 pub mod plugin;
 mod reload;
+pub mod scaffold;
 pub mod sink;
 pub mod source;
 

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use streaminfer::config::{self, Mode, OutputLimits, PluginSettings, Settings, defaults};
 use streaminfer::metrics::millis;
+use streaminfer::scaffold::Sdk;
 
 /// Streaming model inference from Kafka to Kafka, extensible with WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -59,6 +60,19 @@ enum Command {
         input: Option<PathBuf>,
         #[arg(value_name = "KEY=VALUE", requires = "config")]
         overrides: Vec<String>,
+    },
+    /// Writes a new plugin crate, standing on its own, into DIR (default: ./NAME).
+    NewPlugin {
+        /// The crate's name, e.g. `my-scorer`.
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The SDK crate's directory (default: the SDK beside this runtime's sources).
+        #[arg(long, value_name = "DIR", conflicts_with = "sdk_git")]
+        sdk: Option<PathBuf>,
+        /// A git repository holding the SDK instead, e.g. a fork of this one.
+        #[arg(long, value_name = "URL")]
+        sdk_git: Option<String>,
     },
     /// Runs records from a file through the plugin and the configured model (no broker).
     Replay {
@@ -143,6 +157,39 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             match runtime.block_on(streaminfer::offline::check(&settings, records, &mut out)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Some(Command::NewPlugin {
+            name,
+            dir,
+            sdk,
+            sdk_git,
+        }) => {
+            let sdk = match (sdk, sdk_git) {
+                (Some(path), _) => Sdk::Path(path.canonicalize().unwrap_or(path)),
+                (None, Some(url)) => Sdk::Git(url),
+                (None, None) => match Sdk::beside_sources() {
+                    Some(sdk) => sdk,
+                    None => {
+                        return fail(
+                            "no SDK beside this runtime's sources: say where it is with --sdk DIR or --sdk-git URL",
+                        );
+                    }
+                },
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            match streaminfer::scaffold::new_plugin(&name, &dir, &sdk) {
+                Ok(files) => {
+                    for file in files {
+                        println!("wrote {}", file.display());
+                    }
+                    println!(
+                        "next: cd {} && cargo test && cargo build --target wasm32-wasip2 --profile plugin",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(&e.to_string()),
             }
         }

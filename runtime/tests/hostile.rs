@@ -277,6 +277,18 @@ async fn requests_no_model_can_take_are_the_plugins_fault_before_any_model_sees_
 }
 
 #[tokio::test]
+async fn a_panics_message_and_place_reach_the_dead_letter() {
+    let pool = pool();
+    let failure = prepare_fails(&pool, "panic").await;
+    assert_eq!(failure.reason, Reason::PluginTrap);
+    assert!(
+        failure.message.contains("asked to panic") && failure.message.contains("lib.rs:"),
+        "{failure}"
+    );
+    pool.shutdown();
+}
+
+#[tokio::test]
 async fn a_log_flood_costs_the_record_nothing_and_ends() {
     let pool = pool();
     let (result, elapsed) = between_good_records(&pool, "log-flood").await;

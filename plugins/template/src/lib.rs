@@ -2,7 +2,8 @@
 //! model for `score` given an f32 tensor `input` of shape [1, N], and emits
 //! `{"id": "...", "score": s, "flagged": s >= threshold}` under the input's key.
 //!
-//! Settings: `threshold` (default 0.5) and `features` (N, default 4).
+//! Settings: `threshold` (default 0.5), `features` (N, default 4), and the model's tensor names
+//! `input` (default `input`) and `output` (default `score`).
 
 use serde::{Deserialize, Serialize};
 use streaminfer_sdk::{
@@ -10,14 +11,15 @@ use streaminfer_sdk::{
     Request, Response, Tensor, export_plugin,
 };
 
-const INPUT: &str = "input";
-const OUTPUT: &str = "score";
-
 /// The configured plugin.
 #[derive(Debug)]
 pub struct Template {
     threshold: f32,
     features: usize,
+    /// The model's input tensor.
+    input: String,
+    /// The model's output tensor, one score per record.
+    output: String,
 }
 
 /// An input record's value. `&str` borrows from the record: nothing is copied to read it.
@@ -42,13 +44,15 @@ impl Plugin for Template {
         Ok(Self {
             threshold: config.parse_or("threshold", 0.5)?,
             features: config.parse_or("features", 4)?,
+            input: config.parse_or("input", "input".to_owned())?,
+            output: config.parse_or("output", "score".to_owned())?,
         })
     }
 
     fn requirements(&self) -> ModelRequirements {
         ModelRequirements::default()
-            .input(INPUT, Dtype::F32, [-1, self.features as i64])
-            .output(OUTPUT)
+            .input(&self.input, Dtype::F32, [-1, self.features as i64])
+            .output(&self.output)
     }
 
     fn prepare(&self, record: &Record) -> Result<Decision<String>, PluginError> {
@@ -60,8 +64,8 @@ impl Plugin for Template {
                 self.features
             )));
         }
-        let input = Tensor::f32(INPUT, [1, self.features as i64], event.features)?;
-        let request = Request::new(vec![input]).with_outputs([OUTPUT]);
+        let input = Tensor::f32(&self.input, [1, self.features as i64], event.features)?;
+        let request = Request::new(vec![input]).with_outputs([&self.output]);
         Ok(Decision::Infer(request, event.id.to_owned()))
     }
 
@@ -71,7 +75,7 @@ impl Plugin for Template {
         id: String,
         response: &Response,
     ) -> Result<Vec<Output>, PluginError> {
-        let score = match response.output(OUTPUT)?.as_f32()? {
+        let score = match response.output(&self.output)?.as_f32()? {
             [score] => *score,
             other => {
                 return Err(PluginError::InvalidResponse(format!(
@@ -93,30 +97,16 @@ export_plugin!(Template);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streaminfer_sdk::{ModelInfo, TensorData};
+    use streaminfer_sdk::TensorData;
 
     fn plugin() -> Template {
         Template::configure(&Config::new([("threshold", "0.7")])).expect("valid settings")
     }
 
-    fn record(value: &str) -> Record {
-        Record {
-            topic: "events".into(),
-            partition: 0,
-            offset: 7,
-            timestamp: None,
-            key: Some(b"k".to_vec()),
-            value: Some(value.as_bytes().to_vec()),
-            headers: Vec::new(),
-        }
-    }
-
     #[test]
     fn builds_the_input_tensor() {
-        let decision = plugin()
-            .prepare(&record(r#"{"id": "a", "features": [1, 2, 3, 4]}"#))
-            .expect("valid");
-        let Decision::Infer(request, id) = decision else {
+        let record = Record::of(r#"{"id": "a", "features": [1, 2, 3, 4]}"#);
+        let Ok(Decision::Infer(request, id)) = plugin().prepare(&record) else {
             panic!("expected a model call")
         };
         assert_eq!(id, "a");
@@ -129,30 +119,17 @@ mod tests {
 
     #[test]
     fn refuses_the_wrong_number_of_features() {
-        let err = plugin()
-            .prepare(&record(r#"{"id": "a", "features": [1]}"#))
-            .expect_err("refused");
+        let record = Record::of(r#"{"id": "a", "features": [1]}"#);
+        let err = plugin().prepare(&record).expect_err("refused");
         assert!(matches!(err, PluginError::InvalidRecord(m) if m.contains("1 values")));
     }
 
     #[test]
     fn flags_scores_at_the_threshold() {
-        let response = Response {
-            model: ModelInfo {
-                name: "m".into(),
-                version: None,
-            },
-            outputs: vec![Tensor::f32(OUTPUT, [1, 1], vec![0.7]).expect("valid tensor")],
-        };
-        let origin = Origin {
-            topic: "events".into(),
-            partition: 0,
-            offset: 7,
-            timestamp: None,
-            key: Some(b"k".to_vec()),
-        };
+        let record = Record::of("{}").with_key("k");
+        let response = Response::of([Tensor::f32("score", [1, 1], [0.7]).expect("a tensor")]);
         let outputs = plugin()
-            .complete(origin, "a".to_owned(), &response)
+            .complete(record.origin(), "a".to_owned(), &response)
             .expect("scored");
         let value: serde_json::Value =
             serde_json::from_slice(outputs[0].value.as_deref().expect("value")).expect("JSON");

@@ -32,8 +32,8 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::StreamExt;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 

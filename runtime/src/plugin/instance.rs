@@ -65,11 +65,12 @@ enum CallError {
 }
 
 impl CallError {
-    fn classify(error: wasmtime::Error, memory_hit: bool) -> Self {
+    /// What a failed call was; `panic` is what the plugin's SDK said of a panic in it.
+    fn classify(error: wasmtime::Error, memory_hit: bool, panic: Option<String>) -> Self {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout,
             _ if memory_hit => CallError::Memory,
-            _ => CallError::Trap(format!("{error:#}")),
+            _ => CallError::Trap(panic.unwrap_or_else(|| format!("{error:#}"))),
         }
     }
 
@@ -140,6 +141,7 @@ impl Instance {
             },
             plugin: plugin.name.clone(),
             log: super::log::LogGate::new(std::time::Instant::now()),
+            panic: None,
         };
         let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -184,8 +186,12 @@ impl Instance {
     ) -> Result<R, CallError> {
         self.store.set_epoch_deadline(self.plugin.deadline_ticks);
         self.store.data_mut().limiter.hit = false;
+        self.store.data_mut().panic = None;
         let guest = self.bindings.streaminfer_plugin_handler();
-        f(guest, &mut self.store).map_err(|e| CallError::classify(e, self.store.data().limiter.hit))
+        f(guest, &mut self.store).map_err(|e| {
+            let state = self.store.data_mut();
+            CallError::classify(e, state.limiter.hit, state.panic.take())
+        })
     }
 
     fn rebuild(&mut self) -> Result<(), PluginError> {

@@ -32,6 +32,9 @@ pub use pool::{Completed, PluginPool, Prepared};
 /// The contract's version this host speaks: the `@` suffix of its WIT package.
 pub const CONTRACT: &str = "streaminfer:plugin/plugin@0.2.0";
 
+/// How the SDK's panic hook starts the line it logs (`streaminfer_sdk::export::PANIC_PREFIX`).
+const PANIC_PREFIX: &str = "panicked at ";
+
 /// Set (to anything but empty) to have `perf` show plugin functions by name.
 pub const PERF_MAP_ENV: &str = "STREAMINFER_PERF_MAP";
 
@@ -251,6 +254,8 @@ struct StoreState {
     limiter: instance::MemoryLimiter,
     plugin: Arc<str>,
     log: log::LogGate,
+    /// What the SDK said of a panic during the current call, for the trap's failure.
+    panic: Option<String>,
 }
 
 impl WasiView for StoreState {
@@ -286,6 +291,9 @@ impl bindings::streaminfer::plugin::log::Host for StoreState {
             log::Admit::Dropped => return,
         }
         let message = log::one_line(&message);
+        if matches!(level, Level::Error) && message.starts_with(PANIC_PREFIX) {
+            self.panic = Some(message.clone());
+        }
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -319,6 +327,39 @@ mod tests {
             "wit/plugin.wit is not version {version}"
         );
         assert!(types::INSTANCE.ends_with(&format!("@{version}")));
+    }
+
+    #[test]
+    fn the_sdk_ships_the_same_contract_as_wit() {
+        // The SDK carries its own copy so that it builds without the rest of the checkout (a
+        // path or git dependency of a plugin elsewhere); the copy must not drift.
+        assert_eq!(
+            include_str!("../../../guest-sdk/wit/plugin.wit"),
+            include_str!("../../../wit/plugin.wit"),
+            "guest-sdk/wit/plugin.wit differs from wit/plugin.wit: copy wit/plugin.wit over it"
+        );
+    }
+
+    #[test]
+    fn the_sdk_keeps_the_workspace_s_lints_and_package_facts() {
+        // The SDK's manifest inherits nothing, so that it builds outside the workspace.
+        let sdk: toml::Table = include_str!("../../../guest-sdk/Cargo.toml")
+            .parse()
+            .expect("SDK manifest");
+        let root: toml::Table = include_str!("../../../Cargo.toml")
+            .parse()
+            .expect("workspace manifest");
+        let workspace = &root["workspace"];
+        assert_eq!(
+            sdk["lints"], workspace["lints"],
+            "guest-sdk/Cargo.toml [lints]"
+        );
+        for key in ["version", "edition", "rust-version", "license"] {
+            assert_eq!(
+                sdk["package"][key], workspace["package"][key],
+                "guest-sdk/Cargo.toml package.{key}"
+            );
+        }
     }
 
     #[test]
