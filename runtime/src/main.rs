@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use streaminfer::config::{self, Mode, OutputLimits, PluginSettings, Settings, defaults};
 use streaminfer::metrics::millis;
+use streaminfer::offline::RecordFile;
 use streaminfer::scaffold::Sdk;
 
 /// Streaming model inference from Kafka to Kafka, extensible with WebAssembly plugins.
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
                     outputs: OutputLimits::default(),
                 },
             };
-            let records = match input.as_deref().map(read_input).transpose() {
+            let records = match input.as_deref().map(read_all).transpose() {
                 Ok(r) => r.unwrap_or_default(),
                 Err(code) => return code,
             };
@@ -205,9 +206,14 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let records = match read_input(&input) {
+            let records = match RecordFile::open(&input) {
                 Ok(r) => r,
-                Err(code) => return code,
+                Err(e) => {
+                    return fail(&format!(
+                        "cannot read records from {}: {e}",
+                        input.display()
+                    ));
+                }
             };
             let (mut out, mut dead) = match (
                 writer(output.as_deref(), false),
@@ -223,8 +229,8 @@ fn main() -> ExitCode {
             match (result, flushed) {
                 (Ok(summary), Ok(())) => {
                     eprintln!(
-                        "replayed {} record(s): {} output record(s), {} dead letter(s)",
-                        summary.records, summary.outputs, summary.dead_letters
+                        "replayed {} record(s): {} output record(s), {} dead letter(s); {} blank line(s) held no record",
+                        summary.records, summary.outputs, summary.dead_letters, summary.blank_lines
                     );
                     ExitCode::SUCCESS
                 }
@@ -252,8 +258,9 @@ fn load(
     })
 }
 
-fn read_input(path: &Path) -> Result<Vec<streaminfer::contract::InputRecord>, ExitCode> {
-    streaminfer::offline::read_records(path)
+fn read_all(path: &Path) -> Result<Vec<streaminfer::contract::InputRecord>, ExitCode> {
+    RecordFile::open(path)
+        .and_then(Iterator::collect)
         .map_err(|e| fail(&format!("cannot read records from {}: {e}", path.display())))
 }
 

@@ -7,10 +7,11 @@
 //!   pipeline does (same batching, retries and dead-letter reasons), and writes the output
 //!   records as JSON lines. No broker.
 //!
-//! An input file holds one record value per line (usually a JSON document); blank lines are
-//! skipped. Records are numbered by line (the `offset`), from topic `file:<name>`, partition 0.
+//! An input file holds one record value per line (usually a JSON document), read as the replay
+//! goes; blank lines hold no record and are counted. Records are numbered by line (the
+//! `offset`), from topic `file:<name>`, partition 0. Output lines lose nothing: values and keys
+//! that are not UTF-8 are written in base64, every header in order.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -34,43 +35,74 @@ pub struct ReplaySummary {
     pub records: u64,
     pub outputs: u64,
     pub dead_letters: u64,
+    /// Lines of the input that held no record.
+    pub blank_lines: u64,
 }
 
-/// Reads one record per non-blank line of `path`.
-///
-/// # Errors
-/// The I/O error, with the file named by the caller.
-pub fn read_records(path: &Path) -> std::io::Result<Vec<InputRecord>> {
-    let file = std::fs::File::open(path)?;
-    let topic: std::sync::Arc<str> = format!(
-        "file:{}",
-        path.file_name().map_or_else(
+/// The records of a file, one per non-blank line, read as they are asked for: a file of any
+/// size is replayed in the memory of one batch. Lines are bytes, not text: a record need not be
+/// UTF-8 (a poison record rarely is).
+#[derive(Debug)]
+pub struct RecordFile {
+    lines: std::io::Split<std::io::BufReader<std::fs::File>>,
+    topic: std::sync::Arc<str>,
+    line: i64,
+    blank: u64,
+}
+
+impl RecordFile {
+    /// Opens `path`.
+    ///
+    /// # Errors
+    /// The I/O error, with the file named by the caller.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let name = path.file_name().map_or_else(
             || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned()
-        )
-    )
-    .into();
-    let mut records = Vec::new();
-    // Lines are bytes, not text: a record need not be UTF-8 (a poison record rarely is).
-    for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
-        let mut line = line?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        records.push(InputRecord {
-            topic: topic.clone(),
-            partition: 0,
-            offset: n as i64 + 1,
-            timestamp: None,
-            key: None,
-            value: Some(line),
-            headers: Vec::new(),
-        });
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(Self {
+            lines: std::io::BufReader::new(file).split(b'\n'),
+            topic: format!("file:{name}").into(),
+            line: 0,
+            blank: 0,
+        })
     }
-    Ok(records)
+
+    /// Blank lines met so far; they hold no record.
+    pub fn blank_lines(&self) -> u64 {
+        self.blank
+    }
+}
+
+impl Iterator for RecordFile {
+    type Item = std::io::Result<InputRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let mut line = match self.lines.next()? {
+                Ok(line) => line,
+                Err(e) => return Some(Err(e)),
+            };
+            self.line += 1;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                self.blank += 1;
+                continue;
+            }
+            return Some(Ok(InputRecord {
+                topic: self.topic.clone(),
+                partition: 0,
+                offset: self.line,
+                timestamp: None,
+                key: None,
+                value: Some(line),
+                headers: Vec::new(),
+            }));
+        }
+    }
 }
 
 fn start_plugin(settings: &PluginSettings) -> Result<PluginPool, RunError> {
@@ -203,7 +235,7 @@ fn describe_tensor(tensor: &Tensor) -> String {
 /// listed), or writing fails.
 pub async fn replay(
     settings: Settings,
-    records: Vec<InputRecord>,
+    mut records: RecordFile,
     out: &mut impl Write,
     dead: &mut impl Write,
 ) -> Result<ReplaySummary, RunError> {
@@ -232,22 +264,32 @@ pub async fn replay(
     }
     let stages = std::sync::Arc::new(Stages::new(plugin, inference));
     let io = |e: std::io::Error| RunError::Startup(vec![format!("cannot write the results: {e}")]);
+    let read = |e: std::io::Error| RunError::Startup(vec![format!("cannot read the records: {e}")]);
     let mut summary = ReplaySummary::default();
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        let batch: Vec<InputRecord> = records
+    loop {
+        let batch = records
             .by_ref()
             .take(settings.pipeline.batch_size)
-            .collect();
+            .collect::<Result<Vec<InputRecord>, _>>()
+            .map_err(read)?;
+        if batch.is_empty() {
+            break;
+        }
         summary.records += batch.len() as u64;
         let outcomes = process(stages.clone(), batch)
             .await
             .map_err(|e| RunError::Startup(vec![e.to_string()]))?;
-        for Outcome { record, result, .. } in outcomes {
+        for Outcome {
+            record,
+            result,
+            plugin_digest,
+        } in outcomes
+        {
             match result {
                 Ok(outputs) => {
                     for output in &outputs {
-                        writeln!(out, "{}", output_line(&record, output)).map_err(io)?;
+                        writeln!(out, "{}", output_line(&record, output, &plugin_digest))
+                            .map_err(io)?;
                     }
                     summary.outputs += outputs.len() as u64;
                 }
@@ -266,6 +308,7 @@ pub async fn replay(
         }
         Err(_) => tracing::debug!("plugin still referenced after the replay"),
     }
+    summary.blank_lines = records.blank_lines();
     Ok(summary)
 }
 
@@ -300,56 +343,132 @@ fn json_line(line: &impl Serialize) -> String {
     serde_json::to_string(line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
 }
 
-/// One output record of a replay, as a JSON line.
+/// Bytes as a line shows them without loss: `Shown` (JSON or text, under the field's own
+/// name) when they are UTF-8, else base64 under `<name>_base64`.
+enum Lossless {
+    Shown(Embedded),
+    Base64(String),
+}
+
+fn lossless(bytes: Option<&[u8]>) -> Lossless {
+    match bytes {
+        Some(b) if std::str::from_utf8(b).is_err() => Lossless::Base64(base64(b)),
+        other => Lossless::Shown(bytes_json(other)),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A header of an output record, in order, duplicates kept; a value that is not UTF-8 in
+/// base64.
+#[derive(Serialize)]
+struct HeaderLine<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+impl<'a> HeaderLine<'a> {
+    fn of(key: &'a str, value: &'a [u8]) -> Self {
+        match std::str::from_utf8(value) {
+            Ok(text) => Self {
+                key,
+                value: Some(text),
+                value_base64: None,
+            },
+            Err(_) => Self {
+                key,
+                value: None,
+                value_base64: Some(base64(value)),
+            },
+        }
+    }
+}
+
+/// One output record of a replay, as a JSON line: the key and value as they are (JSON embedded
+/// when it is JSON, text as a string, anything else in base64 under `key_base64` or
+/// `value_base64`), and every header in order, the `plugin-digest` the stream adds last.
 #[derive(Serialize)]
 struct OutputLine<'a> {
     line: i64,
     topic: Option<&'a str>,
-    key: Option<String>,
-    value: Embedded,
-    headers: BTreeMap<&'a str, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<Embedded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Embedded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    headers: Vec<HeaderLine<'a>>,
 }
 
-/// One dead letter of a replay, as a JSON line.
+/// One dead letter of a replay, as a JSON line; the value as [`OutputLine`] has it.
 #[derive(Serialize)]
 struct DeadLetterLine<'a> {
     line: i64,
     reason: &'a str,
     fault: &'a str,
     message: &'a str,
-    value: Embedded,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Embedded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
 }
 
-fn output_line(input: &InputRecord, output: &OutputRecord) -> String {
+/// The field and its `_base64` twin, one of them set.
+fn fields(bytes: Option<&[u8]>) -> (Option<Embedded>, Option<String>) {
+    match lossless(bytes) {
+        Lossless::Shown(shown) => (Some(shown), None),
+        Lossless::Base64(encoded) => (None, Some(encoded)),
+    }
+}
+
+fn output_line(input: &InputRecord, output: &OutputRecord, plugin_digest: &str) -> String {
+    let (key, key_base64) = match output.key.as_deref() {
+        // A key is shown as text, not as JSON: keys are rarely documents.
+        Some(k) => match std::str::from_utf8(k) {
+            Ok(text) => (Some(Embedded::Text(text.to_owned())), None),
+            Err(_) => (None, Some(base64(k))),
+        },
+        None => (Some(Embedded::Null), None),
+    };
+    let (value, value_base64) = fields(output.value.as_deref());
+    let mut headers: Vec<HeaderLine<'_>> = output
+        .headers
+        .iter()
+        .map(|h| HeaderLine::of(&h.key, &h.value))
+        .collect();
+    headers.push(HeaderLine::of(
+        crate::sink::PLUGIN_DIGEST_HEADER,
+        plugin_digest.as_bytes(),
+    ));
     let line = OutputLine {
         line: input.offset,
         topic: output.topic.as_deref(),
-        key: output
-            .key
-            .as_deref()
-            .map(|k| String::from_utf8_lossy(k).into_owned()),
-        value: bytes_json(output.value.as_deref()),
-        headers: output
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.key.as_str(),
-                    String::from_utf8_lossy(&h.value).into_owned(),
-                )
-            })
-            .collect(),
+        key,
+        key_base64,
+        value,
+        value_base64,
+        headers,
     };
     json_line(&line)
 }
 
 fn dead_letter_line(input: &InputRecord, failure: &Failure) -> String {
+    let (value, value_base64) = fields(input.value.as_deref());
     let line = DeadLetterLine {
         line: input.offset,
         reason: failure.reason.code(),
         fault: failure.fault().as_str(),
         message: &failure.message,
-        value: bytes_json(input.value.as_deref()),
+        value,
+        value_base64,
     };
     json_line(&line)
 }
@@ -374,9 +493,91 @@ mod tests {
     }
 
     #[test]
-    fn text_that_is_not_json_stays_text_and_binary_is_shown_lossily() {
+    fn text_that_is_not_json_stays_text() {
         assert_eq!(embedded(b"not json\nat all"), r#""not json\nat all""#);
-        assert_eq!(embedded(&[0xff, b'a']), "\"\u{fffd}a\"");
         assert_eq!(json_line(&bytes_json(None)), "null");
+    }
+
+    fn input(value: &[u8]) -> InputRecord {
+        InputRecord {
+            topic: "file:in".into(),
+            partition: 0,
+            offset: 3,
+            timestamp: None,
+            key: None,
+            value: Some(value.to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_output_line_loses_nothing() {
+        let output = OutputRecord {
+            key: Some(vec![0xff, 0x00]),
+            value: Some(vec![0xfe, b'a']),
+            headers: vec![
+                crate::contract::Header {
+                    key: "h".into(),
+                    value: b"1".to_vec(),
+                },
+                crate::contract::Header {
+                    key: "h".into(),
+                    value: vec![0x80],
+                },
+            ],
+            topic: None,
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&output_line(&input(b"x"), &output, "sha256:ab")).expect("JSON");
+        assert_eq!(line["key_base64"], "/wA=");
+        assert_eq!(line["value_base64"], "/mE=");
+        assert!(line.get("value").is_none() && line.get("key").is_none());
+        assert_eq!(
+            line["headers"],
+            serde_json::json!([
+                {"key": "h", "value": "1"},
+                {"key": "h", "value_base64": "gA=="},
+                {"key": "plugin-digest", "value": "sha256:ab"},
+            ]),
+            "in order, duplicates kept, the digest last"
+        );
+        let text = OutputRecord {
+            key: Some(b"k".to_vec()),
+            value: Some(br#"{"score": 0.5}"#.to_vec()),
+            headers: Vec::new(),
+            topic: Some("audit".into()),
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&output_line(&input(b"x"), &text, "d")).expect("JSON");
+        assert_eq!(
+            (&line["key"], &line["value"]["score"]),
+            (&"k".into(), &0.5.into())
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_line_keeps_a_binary_value() {
+        let failure = Failure::new(crate::failure::Reason::InvalidRecord, "not JSON");
+        let line: serde_json::Value =
+            serde_json::from_str(&dead_letter_line(&input(&[0xff]), &failure)).expect("JSON");
+        assert_eq!(line["value_base64"], "/w==");
+        assert_eq!(line["reason"], "invalid-record");
+    }
+
+    #[test]
+    fn a_record_file_is_read_lazily_and_its_blank_lines_counted() {
+        let path = std::env::temp_dir().join(format!("records-{}.jsonl", std::process::id()));
+        std::fs::write(&path, b"{\"a\": 1}\n\n  \r\n\xff\n{\"b\": 2}").expect("written");
+        let mut file = RecordFile::open(&path).expect("opened");
+        let first = file.next().expect("a record").expect("read");
+        assert_eq!(
+            (first.offset, first.topic.as_ref()),
+            (1, &*format!("file:records-{}.jsonl", std::process::id()))
+        );
+        let rest: Vec<InputRecord> = file.by_ref().map(|r| r.expect("read")).collect();
+        assert_eq!(rest.iter().map(|r| r.offset).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(rest[0].value.as_deref(), Some(&[0xff][..]));
+        assert_eq!(file.blank_lines(), 2);
+        std::fs::remove_file(&path).expect("removed");
     }
 }

@@ -41,8 +41,7 @@ fn temp_dir(name: &str) -> PathBuf {
 #[tokio::test]
 async fn replay_scores_each_line_and_dead_letters_the_bad_one() {
     let dir = temp_dir("replay");
-    let records = offline::read_records(&records_file(&dir)).expect("reads");
-    assert_eq!(records.len(), 3, "the blank line is skipped");
+    let records = offline::RecordFile::open(&records_file(&dir)).expect("opens");
     let settings = config::load(
         &repo().join("config/fraud.toml"),
         Mode::Offline,
@@ -57,8 +56,14 @@ async fn replay_scores_each_line_and_dead_letters_the_bad_one() {
         .await
         .expect("replays");
     assert_eq!(
-        (summary.records, summary.outputs, summary.dead_letters),
-        (3, 2, 1)
+        (
+            summary.records,
+            summary.outputs,
+            summary.dead_letters,
+            summary.blank_lines
+        ),
+        (3, 2, 1, 1),
+        "the blank line is counted, not replayed"
     );
 
     let outputs: Vec<Value> = String::from_utf8(out)
@@ -87,7 +92,16 @@ async fn replay_scores_each_line_and_dead_letters_the_bad_one() {
         assert!((0.0..=1.0).contains(&p), "{p}");
         assert_eq!(output["value"]["is_fraud"], p >= 0.5);
         assert_eq!(output["value"]["model_version"], "1");
-        assert_eq!(output["headers"]["source-topic"], "file:records.jsonl");
+        let headers = output["headers"].as_array().expect("headers in order");
+        assert_eq!(headers[0]["key"], "source-topic");
+        assert_eq!(headers[0]["value"], "file:records.jsonl");
+        let last = headers.last().expect("the digest");
+        assert_eq!(last["key"], "plugin-digest");
+        assert!(
+            last["value"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:"))
+        );
     }
     let dead: Value = serde_json::from_slice(&dead).expect("one JSON line");
     assert_eq!(dead["line"], 2);
@@ -99,7 +113,10 @@ async fn replay_scores_each_line_and_dead_letters_the_bad_one() {
 #[tokio::test]
 async fn check_reports_the_contract_and_what_each_record_would_do() {
     let dir = temp_dir("check");
-    let records = offline::read_records(&records_file(&dir)).expect("reads");
+    let records = offline::RecordFile::open(&records_file(&dir))
+        .expect("opens")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("reads");
     let settings = config::load(
         &repo().join("config/fraud.toml"),
         Mode::Offline,
