@@ -39,8 +39,8 @@ pub struct ReplaySummary {
     pub blank_lines: u64,
 }
 
-/// The records of a file, one per non-blank line, read as they are asked for: a file of any
-/// size is replayed in the memory of one batch. Lines are bytes, not text: a record need not be
+/// The records of a file, one per non-blank line, read as they are asked for: `replay` holds one
+/// batch of them at a time, not the file. Lines are bytes, not text: a record need not be
 /// UTF-8 (a poison record rarely is).
 #[derive(Debug)]
 pub struct RecordFile {
