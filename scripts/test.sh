@@ -19,6 +19,9 @@ cargo build -p fraud-plugin -p credit-scoring-plugin -p hostile-plugin -p plugin
 section "Build: Python plugin (componentize-py, from wit/ alone)"
 plugins/fraud-python/build.sh
 
+section "Build: JavaScript plugin (componentize-qjs, from wit/ alone)"
+plugins/fraud-js/build.sh
+
 # One debug build serves both the Rust tests and the end-to-end runtime: a second (release)
 # build would double the cold CI time for no extra coverage.
 section "Build: workspace (debug)"

@@ -48,6 +48,11 @@ def hostile_plugin() -> Path:
     return Path(os.environ.get("HOSTILE_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "hostile_plugin.wasm")
 
 
+def js_plugin() -> Path:
+    """The fraud plugin written in JavaScript: $JS_PLUGIN, else plugins/fraud-js/build.sh's output."""
+    return Path(os.environ.get("JS_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "fraud_js.wasm")
+
+
 def python_plugin() -> Path:
     """The fraud plugin written in Python: $PYTHON_PLUGIN, else plugins/fraud-python/build.sh's output."""
     return Path(os.environ.get("PYTHON_PLUGIN") or REPO / "target" / "wasm32-wasip2" / "plugin" / "fraud_python.wasm")

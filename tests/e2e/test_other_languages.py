@@ -1,7 +1,9 @@
-"""The fraud plugin written in Python (plugins/fraud-python), built from wit/ alone, run by the real
-runtime between a real broker's topics with the embedded ONNX model: every output matches the
-model's offline score and is the very value the Rust plugin gives for the same record (from
-`runtime replay`), so the plugin contract does not depend on the guest's language."""
+"""The fraud plugin written in Python (plugins/fraud-python, componentize-py) and in JavaScript
+(plugins/fraud-js, componentize-qjs), each built from wit/ alone, run by the real runtime between
+a real broker's topics with the embedded ONNX model: every output matches the model's offline
+score and is the very value the Rust plugin gives for the same record (from `runtime replay`),
+so the plugin contract does not depend on the guest's language. Each run prints a `PLUGIN` line:
+the component's size and the records per second from its first output to its last."""
 
 from __future__ import annotations
 
@@ -27,16 +29,21 @@ COUNT = 2_000
 # Compiling a ~18 MB Python component takes seconds in a release runtime and minutes in a debug one
 # on a busy machine; records flow only after that.
 STARTUP_TIMEOUT = 900.0
-BUILD = "plugins/fraud-python/build.sh"
 RUNNING = re.compile(r": running( |$)", re.M)  # the runtime's log line once records can flow
+# language -> (the component's path, how it is built, the variable that overrides the path)
+GUESTS = {
+    "python": (paths.python_plugin, "plugins/fraud-python/build.sh", "PYTHON_PLUGIN"),
+    "javascript": (paths.js_plugin, "plugins/fraud-js/build.sh", "JS_PLUGIN"),
+}
 
 
-@pytest.fixture
-def python_plugin():
-    plugin = paths.python_plugin()
+@pytest.fixture(params=list(GUESTS))
+def guest_plugin(request):
+    where, build, variable = GUESTS[request.param]
+    plugin = where()
     if not plugin.is_file():
-        pytest.fail(f"the Python plugin {plugin} is missing: build it with {BUILD} (PYTHON_PLUGIN overrides the path)", pytrace=False)
-    return plugin
+        pytest.fail(f"the {request.param} plugin {plugin} is missing: build it with {build} ({variable} overrides the path)", pytrace=False)
+    return request.param, plugin
 
 
 def wait_until_running(runtime, timeout: float) -> None:
@@ -75,7 +82,8 @@ def rust_verdicts(artifacts, values: list[bytes], tmp_path) -> dict[int, dict]:
     return {verdict["id"]: verdict for verdict in verdicts}
 
 
-def test_python_plugin_end_to_end(python_plugin, runtime_artifacts, broker, topics, overrides, start_runtime, tmp_path):
+def test_a_plugin_in_another_language_end_to_end(guest_plugin, runtime_artifacts, broker, topics, overrides, start_runtime, tmp_path):
+    language, plugin = guest_plugin
     inputs = fraud.input_records(SEED, COUNT, poison=1)
     produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
     landed = {d.key: d for d in produced.delivered}
@@ -84,7 +92,7 @@ def test_python_plugin_end_to_end(python_plugin, runtime_artifacts, broker, topi
     (poison,) = [r for r in inputs if r.poison]
 
     # config/fraud.toml's embedded ONNX model, not the model server.
-    runtime = start_runtime(embedded(overrides), plugin=python_plugin)
+    runtime = start_runtime(embedded(overrides), plugin=plugin)
 
     with kafka.TopicReader(broker.bootstrap, topics.output) as out_reader, \
             kafka.TopicReader(broker.bootstrap, topics.dead_letter) as dead_reader:
@@ -93,7 +101,12 @@ def test_python_plugin_end_to_end(python_plugin, runtime_artifacts, broker, topi
         rust = rust_verdicts(runtime_artifacts, [transactions[i].value for i in ids], tmp_path)
         assert len(rust) == COUNT, f"the Rust plugin gave {len(rust)} verdicts for {COUNT} transactions"
         wait_until_running(runtime, STARTUP_TIMEOUT)
-        outputs = read_while_running(out_reader, runtime, COUNT, OUTPUT_TIMEOUT)
+        outputs = read_while_running(out_reader, runtime, 1, OUTPUT_TIMEOUT)
+        first = time.monotonic()
+        outputs += read_while_running(out_reader, runtime, COUNT - len(outputs), OUTPUT_TIMEOUT)
+        elapsed = time.monotonic() - first
+        print(f"\nPLUGIN language={language} size_bytes={plugin.stat().st_size} records={len(outputs)} "
+              f"records_per_s={round((len(outputs) - 1) / max(elapsed, 1e-3))}", flush=True)
         dead = dead_reader.drain(idle=1.0, timeout=30.0)
         assert len(outputs) == COUNT, f"{len(outputs)} of {COUNT} outputs, {len(dead)} dead-lettered:\n{runtime.tail()}"
 
