@@ -1,6 +1,7 @@
-// The fraud plugin in JavaScript, built from wit/ with componentize-qjs: the same requests,
-// outputs and errors as the Rust one in plugins/fraud (JSON syntax errors are worded as
-// QuickJS words them).
+// The fraud plugin in JavaScript, built from wit/ with componentize-qjs: the same requests and
+// outputs as the Rust one in plugins/fraud for the same transactions. Its JSON reading differs
+// at the edges: syntax errors are worded as QuickJS words them, an `id` written `1.0` is taken
+// as 1, ids beyond 2^53 are refused, and a repeated key keeps its last value.
 //
 // A transaction is a JSON object with an integer `id` and numbers `Time`, `V1` ... `V28`,
 // `Amount`; `prepare` asks for `fraud_probability` with one f32 [1, 30] `features` tensor and

@@ -168,7 +168,15 @@ fn main() -> ExitCode {
             sdk_git,
         }) => {
             let sdk = match (sdk, sdk_git) {
-                (Some(path), _) => Sdk::Path(path.canonicalize().unwrap_or(path)),
+                (Some(path), _) => match path.join("Cargo.toml").canonicalize() {
+                    Ok(manifest) => Sdk::Path(manifest.parent().unwrap_or(&path).to_owned()),
+                    Err(_) => {
+                        return fail(&format!(
+                            "{} holds no Cargo.toml: --sdk names the SDK crate's directory (guest-sdk)",
+                            path.display()
+                        ));
+                    }
+                },
                 (None, Some(url)) => Sdk::Git(url),
                 (None, None) => match Sdk::beside_sources() {
                     Some(sdk) => sdk,

@@ -31,10 +31,15 @@ impl Sdk {
 
     fn dependency(&self) -> String {
         match self {
-            Sdk::Path(path) => format!("{{ path = {:?} }}", path.display().to_string()),
-            Sdk::Git(url) => format!("{{ git = {url:?} }}"),
+            Sdk::Path(path) => format!("{{ path = {} }}", toml_string(&path.display().to_string())),
+            Sdk::Git(url) => format!("{{ git = {} }}", toml_string(url)),
         }
     }
+}
+
+/// `text` as a TOML string, escaped as TOML (not Rust) escapes.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
 }
 
 /// Why no plugin was written.
@@ -185,6 +190,17 @@ mod tests {
             );
         }
         assert!(!dir.exists(), "nothing written for a bad name");
+    }
+
+    #[test]
+    fn an_sdk_path_is_written_as_toml_whatever_it_holds() {
+        let sdk = Sdk::Path(PathBuf::from("/tmp/cafe\u{301}/\"sdk\"\\x"));
+        let manifest = manifest("p", &sdk);
+        let parsed: toml::Table = manifest.parse().expect("valid TOML");
+        assert_eq!(
+            parsed["dependencies"]["streaminfer-sdk"]["path"].as_str(),
+            Some("/tmp/cafe\u{301}/\"sdk\"\\x")
+        );
     }
 
     #[test]

@@ -658,6 +658,13 @@ fn read_output_limits(s: &mut Section<'_>, kafka: &KafkaSettings) -> OutputLimit
                         "allowed-topics",
                         format!("{topic:?} is the input topic: a plugin may not write to it"),
                     );
+                } else if *topic == kafka.dead_letter_topic {
+                    s.problem(
+                        "allowed-topics",
+                        format!(
+                            "{topic:?} is the dead-letter topic: a plugin may not write dead letters"
+                        ),
+                    );
                 }
             }
             topics
@@ -1033,11 +1040,16 @@ mod tests {
             (3, 2048)
         );
         let found = problems(
-            parse(MINIMAL, &["plugin.allowed-topics=[\"in\", \"no/such\"]"]).expect_err("invalid"),
+            parse(
+                MINIMAL,
+                &["plugin.allowed-topics=[\"in\", \"no/such\", \"dlq\"]"],
+            )
+            .expect_err("invalid"),
         );
-        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found.len(), 3, "{found:?}");
         assert!(found[0].contains("input topic"), "{found:?}");
         assert!(found[1].contains("characters other than"), "{found:?}");
+        assert!(found[2].contains("dead-letter topic"), "{found:?}");
     }
 
     #[test]

@@ -12,6 +12,9 @@ use crate::failure::{Failure, Reason};
 /// Inputs or outputs a plugin may declare at most; past it the declaration is refused at
 /// start-up and summarised, not printed.
 pub(crate) const MAX_DECLARED: usize = 1024;
+/// What one header costs beyond its key and value (Kafka's framing, the host's bookkeeping), so
+/// that thousands of empty headers count.
+const HEADER_OVERHEAD: usize = 16;
 /// Dimensions one declared or requested shape may have at most.
 const MAX_RANK: usize = 32;
 
@@ -32,7 +35,7 @@ pub(crate) fn outputs(outputs: &[OutputRecord], limits: &OutputLimits) -> Result
         let headers: usize = output
             .headers
             .iter()
-            .map(|h| h.key.len() + h.value.len())
+            .map(|h| HEADER_OVERHEAD + h.key.len() + h.value.len())
             .sum();
         let size = output.key.as_ref().map_or(0, Vec::len)
             + output.value.as_ref().map_or(0, Vec::len)
@@ -220,11 +223,23 @@ mod tests {
             outputs(&many, &l).expect_err("too many").reason,
             Reason::OutputLimit
         );
-        // 2 × (49 + "h" + "v") = 102 bytes > 100.
-        let big = [output(49, None), output(49, None)];
+        // 2 × (33 + 16 + "h" + "v") = 102 bytes > 100.
+        let big = [output(33, None), output(33, None)];
         let failure = outputs(&big, &l).expect_err("too big");
         assert_eq!(failure.reason, Reason::OutputLimit);
         assert!(failure.message.contains("102 bytes"), "{failure}");
+        let mut empty_headers = output(0, None);
+        empty_headers.headers = vec![
+            Header {
+                key: String::new(),
+                value: Vec::new(),
+            };
+            7
+        ];
+        assert!(
+            outputs(&[empty_headers], &l).is_err(),
+            "headers count even when empty"
+        );
         for topic in ["transactions", "", "scores2"] {
             let failure = outputs(&[output(1, Some(topic))], &l).expect_err("not allowed");
             assert_eq!(failure.reason, Reason::TopicNotAllowed, "{topic:?}");

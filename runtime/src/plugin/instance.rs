@@ -194,8 +194,15 @@ impl Instance {
         })
     }
 
+    /// A fresh instance in place of this one; the log's rate limit carries over, so that a
+    /// plugin cannot win a fresh burst by trapping.
     fn rebuild(&mut self) -> Result<(), PluginError> {
+        let gate = std::mem::replace(
+            &mut self.store.data_mut().log,
+            super::log::LogGate::new(std::time::Instant::now()),
+        );
         *self = Self::new(self.plugin.clone())?;
+        self.store.data_mut().log = gate;
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use super::guard::shortened;
 pub(super) const LINE_AT_MOST: usize = 1_000;
 /// Lines per second one instance may log, on average.
 pub(super) const PER_SECOND: u32 = 100;
+/// How often the host may say that lines are being dropped.
+const SAY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A token bucket over an instance's log lines.
 #[derive(Debug)]
@@ -19,6 +21,9 @@ pub(super) struct LogGate {
     tokens: f64,
     refilled: Instant,
     dropped: u64,
+    /// When dropping was last said (started or counted): at most once a second, so that the
+    /// host's own lines about the flood do not flood.
+    said: Option<Instant>,
 }
 
 impl LogGate {
@@ -27,6 +32,7 @@ impl LogGate {
             tokens: f64::from(PER_SECOND),
             refilled: now,
             dropped: 0,
+            said: None,
         }
     }
 
@@ -36,18 +42,25 @@ impl LogGate {
         self.refilled = now;
         let burst = f64::from(PER_SECOND);
         self.tokens = (self.tokens + elapsed.as_secs_f64() * burst).min(burst);
+        let may_say = self
+            .said
+            .is_none_or(|at| now.saturating_duration_since(at) >= SAY_EVERY);
         if self.tokens < 1.0 {
             self.dropped += 1;
-            return if self.dropped == 1 {
-                Admit::FirstDropped
-            } else {
-                Admit::Dropped
-            };
+            if self.dropped == 1 && may_say {
+                self.said = Some(now);
+                return Admit::FirstDropped;
+            }
+            return Admit::Dropped;
         }
         self.tokens -= 1.0;
-        Admit::Write {
-            dropped: std::mem::take(&mut self.dropped),
+        if self.dropped > 0 && may_say {
+            self.said = Some(now);
+            return Admit::Write {
+                dropped: std::mem::take(&mut self.dropped),
+            };
         }
+        Admit::Write { dropped: 0 }
     }
 }
 
@@ -63,10 +76,18 @@ pub(super) enum Admit {
     Dropped,
 }
 
-/// The message as one safe line: control characters escaped, cut to [`LINE_AT_MOST`].
+/// Characters that could break a line or reorder what a reader sees: control characters, the
+/// Unicode line and paragraph separators, and the bidirectional overrides and isolates.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The message as one safe line: those characters escaped, cut to [`LINE_AT_MOST`] characters
+/// after escaping.
 pub(super) fn one_line(message: &str) -> String {
     let kept = shortened(message, LINE_AT_MOST);
-    if !kept.chars().any(char::is_control) {
+    if !kept.chars().any(unsafe_char) {
         return kept;
     }
     let mut line = String::with_capacity(kept.len() + 8);
@@ -75,13 +96,13 @@ pub(super) fn one_line(message: &str) -> String {
             '\n' => line.push_str("\\n"),
             '\r' => line.push_str("\\r"),
             '\t' => line.push_str("\\t"),
-            c if c.is_control() => {
+            c if unsafe_char(c) => {
                 let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
             }
             c => line.push(c),
         }
     }
-    line
+    shortened(&line, LINE_AT_MOST)
 }
 
 #[cfg(test)]
@@ -117,6 +138,18 @@ mod tests {
             Admit::Write { dropped: 0 },
             "counted once"
         );
+        // A steady flood: the drops are said at most once a second, not with every line.
+        let mut said = 0;
+        for ms in 0..3_000u64 {
+            let now = later + std::time::Duration::from_millis(ms);
+            for _ in 0..10 {
+                match gate.admit(now) {
+                    Admit::FirstDropped | Admit::Write { dropped: 1.. } => said += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(said <= 4, "said {said} times in 3 s");
     }
 
     #[test]
@@ -126,6 +159,12 @@ mod tests {
         assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
         assert!(line.contains("done\\n2026"), "{line}");
         assert_eq!(one_line("bell\u{7}"), "bell\\u{7}");
+        assert_eq!(one_line("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
+        let escaped = one_line(&"\u{7}".repeat(2_000));
+        assert!(
+            escaped.chars().count() < LINE_AT_MOST + 40,
+            "cut after escaping"
+        );
         let long = one_line(&"x".repeat(110_000_000 / 1000));
         assert!(long.len() < LINE_AT_MOST + 40, "{}", long.len());
         assert!(long.ends_with("bytes cut)"));

@@ -273,6 +273,10 @@ impl bindings::streaminfer::plugin::log::Host for StoreState {
     fn log(&mut self, level: bindings::streaminfer::plugin::log::Level, message: String) {
         use bindings::streaminfer::plugin::log::Level;
         let plugin = &*self.plugin;
+        // A panic's line is kept for the trap's failure even when the log is over its limit.
+        if matches!(level, Level::Error) && message.starts_with(PANIC_PREFIX) {
+            self.panic = Some(log::one_line(&message));
+        }
         match self.log.admit(std::time::Instant::now()) {
             log::Admit::Write { dropped: 0 } => {}
             log::Admit::Write { dropped } => tracing::warn!(
@@ -291,9 +295,6 @@ impl bindings::streaminfer::plugin::log::Host for StoreState {
             log::Admit::Dropped => return,
         }
         let message = log::one_line(&message);
-        if matches!(level, Level::Error) && message.starts_with(PANIC_PREFIX) {
-            self.panic = Some(message.clone());
-        }
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),
