@@ -76,7 +76,7 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let plugin_settings = settings.plugin.clone();
     let plugin = tokio::task::spawn_blocking(move || {
-        let host = PluginHost::new()?;
+        let host = PluginHost::with_cache(plugin_settings.cache_dir.as_deref())?;
         let loaded = host.load(&plugin_settings)?;
         Ok::<_, plugin::PluginError>((host, PluginPool::start(loaded, plugin_settings.workers)?))
     });

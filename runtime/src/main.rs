@@ -149,6 +149,7 @@ fn main() -> ExitCode {
                     reload: None,
                     settings: Vec::new(),
                     outputs: OutputLimits::default(),
+                    cache_dir: defaults::plugin_cache_dir(),
                 },
             };
             let records = match input.as_deref().map(read_all).transpose() {

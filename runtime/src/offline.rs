@@ -106,7 +106,8 @@ impl Iterator for RecordFile {
 }
 
 fn start_plugin(settings: &PluginSettings) -> Result<PluginPool, RunError> {
-    let host = PluginHost::new().map_err(|e| RunError::Startup(vec![e.to_string()]))?;
+    let host = PluginHost::with_cache(settings.cache_dir.as_deref())
+        .map_err(|e| RunError::Startup(vec![e.to_string()]))?;
     let loaded = host
         .load(settings)
         .map_err(|e| RunError::Startup(vec![e.to_string()]))?;

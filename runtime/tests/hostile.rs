@@ -37,6 +37,7 @@ fn pool() -> PluginPool {
             topics: vec!["scores".into(), "audit".into()],
             ..OutputLimits::default()
         },
+        cache_dir: None,
     };
     let plugin = PluginHost::new()
         .expect("engine")

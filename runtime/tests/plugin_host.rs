@@ -29,6 +29,7 @@ fn settings(path: PathBuf, plugin_settings: &[(&str, &str)]) -> PluginSettings {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         outputs: OutputLimits::default(),
+        cache_dir: None,
     }
 }
 

@@ -35,6 +35,19 @@ pub mod defaults {
     pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
     pub const PLUGIN_WORKERS: usize = 1;
     pub const PLUGIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+    /// Where compiled plugins are kept: `$XDG_CACHE_HOME/streaminfer/plugins`, else
+    /// `$HOME/.cache/streaminfer/plugins`; `None` when neither variable is set.
+    pub fn plugin_cache_dir() -> Option<std::path::PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|home| std::path::PathBuf::from(home).join(".cache"))
+            })?;
+        Some(base.join("streaminfer").join("plugins"))
+    }
     /// Output records one input may make (a plugin that emits more dead-letters the input).
     pub const PLUGIN_MAX_OUTPUTS: usize = 64;
     /// Bytes of output (keys, values, headers) one input may make.
@@ -245,6 +258,8 @@ pub struct PluginSettings {
     pub reload: Option<Duration>,
     /// What one input record's outputs may be.
     pub outputs: OutputLimits,
+    /// Where compiled plugins are kept between runs; `None`: compiled at every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What the host accepts of the outputs a plugin makes from one input record.
@@ -640,7 +655,18 @@ fn read_plugin(mut s: Section<'_>, path: &Path, kafka: &KafkaSettings) -> Plugin
         },
         settings: s.section("settings").string_map(&[]),
         outputs: read_output_limits(&mut s, kafka),
+        cache_dir: read_cache_dir(&mut s),
     }
+}
+
+/// `compile-cache` (default true) and `cache-dir` (default the user's cache directory,
+/// `$XDG_CACHE_HOME` or `~/.cache`, under `streaminfer/plugins`).
+fn read_cache_dir(s: &mut Section<'_>) -> Option<PathBuf> {
+    let dir = s.optional_string("cache-dir").map(PathBuf::from);
+    if s.optional_bool("compile-cache") == Some(false) {
+        return None;
+    }
+    dir.or_else(defaults::plugin_cache_dir)
 }
 
 /// `max-outputs`, `max-output-bytes` and `allowed-topics` (the output topic when absent; never
@@ -1050,6 +1076,23 @@ mod tests {
         assert!(found[0].contains("input topic"), "{found:?}");
         assert!(found[1].contains("characters other than"), "{found:?}");
         assert!(found[2].contains("dead-letter topic"), "{found:?}");
+    }
+
+    #[test]
+    fn compiled_plugins_are_cached_unless_told_not_to() {
+        let s = parse(MINIMAL, &["plugin.cache-dir=\"/var/cache/si\""]).expect("valid");
+        assert_eq!(s.plugin.cache_dir, Some(PathBuf::from("/var/cache/si")));
+        let s = parse(
+            MINIMAL,
+            &[
+                "plugin.cache-dir=\"/var/cache/si\"",
+                "plugin.compile-cache=false",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.plugin.cache_dir, None);
+        let s = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(s.plugin.cache_dir, defaults::plugin_cache_dir());
     }
 
     #[test]

@@ -78,13 +78,34 @@ impl std::fmt::Debug for PluginHost {
 
 impl PluginHost {
     /// Creates the engine, links WASI (granting nothing) and the `log` import, and starts the
-    /// epoch ticker.
+    /// epoch ticker. Compiles every plugin afresh.
     ///
     /// # Errors
     /// [`PluginError::Engine`] when wasmtime cannot be set up on this machine.
     pub fn new() -> Result<Self, PluginError> {
+        Self::with_cache(None)
+    }
+
+    /// As [`PluginHost::new`], keeping compiled plugins in `cache` (wasmtime's compilation cache,
+    /// keyed by the component's bytes and the engine's settings): a restart or a reload of an
+    /// unchanged plugin skips compilation.
+    ///
+    /// # Errors
+    /// [`PluginError::Engine`] when wasmtime cannot be set up, or the cache cannot be.
+    pub fn with_cache(cache: Option<&std::path::Path>) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        if let Some(dir) = cache {
+            let mut settings = wasmtime::CacheConfig::new();
+            settings.with_directory(dir);
+            let cache = wasmtime::Cache::new(settings).map_err(|e| {
+                PluginError::Engine(format!(
+                    "cannot use {} for compiled plugins: {e:#}",
+                    dir.display()
+                ))
+            })?;
+            config.cache(Some(cache));
+        }
         if std::env::var_os(PERF_MAP_ENV).is_some_and(|v| !v.is_empty()) {
             // Names plugin functions for `perf` (/tmp/perf-<pid>.map) instead of `[JIT]`.
             config.profiler(ProfilingStrategy::PerfMap);
