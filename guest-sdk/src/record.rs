@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Header, Origin, Output, PluginError, Record, Request, Tensor};
 
+/// A header from its key and value.
+fn header(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Header {
+    Header {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
 impl Record {
     /// A record holding `value`, read from partition 0 of topic `test` at offset 0, with no key
     /// and no headers: for a plugin's unit tests, e.g.
@@ -35,10 +43,7 @@ impl Record {
     /// The record with one more header.
     #[must_use]
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: value.into(),
-        });
+        self.headers.push(header(key, value));
         self
     }
 
@@ -125,10 +130,7 @@ impl Output {
     /// Adds a header; text converts with `.to_string()` or directly from `&str`/`String`.
     #[must_use]
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: value.into(),
-        });
+        self.headers.push(header(key, value));
         self
     }
 
