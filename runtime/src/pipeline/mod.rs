@@ -51,6 +51,9 @@ use transaction::{Committed, Committing, Transactions};
 
 /// How often the counters are logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Dead letters logged one by one per second at most; the rest are counted in the next line
+/// logged (`unlogged`) and in the progress line.
+const DEAD_LETTERS_LOGGED_PER_SECOND: u32 = 10;
 /// How long nothing may be consumed, with nothing in flight and the reader not pausing, before
 /// the brokers are asked whether records wait (and a stall is reported if they do).
 const STALL_AFTER: Duration = Duration::from_secs(30);
@@ -218,6 +221,9 @@ pub struct Pipeline {
     settings: PipelineSettings,
     /// In exactly-once mode, how long a transaction collects records.
     transaction_interval: Option<Duration>,
+    /// Bounds the per-record dead-letter warnings, so that a flood of poison records cannot
+    /// flood the log.
+    dead_letter_log: Quota,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -253,6 +259,7 @@ impl Pipeline {
             stages,
             settings,
             transaction_interval: None,
+            dead_letter_log: Quota::new(DEAD_LETTERS_LOGGED_PER_SECOND),
         }
     }
 
@@ -520,6 +527,9 @@ impl Pipeline {
         let mut watch = Watchdog::new(Instant::now());
         let mut report = tokio::time::interval(REPORT_EVERY);
         report.tick().await;
+        // Since the last progress line: when, consumed, produced.
+        let summary = self.stages.counters.summary();
+        let mut rates = (Instant::now(), summary.consumed, summary.produced);
         loop {
             let committing = transactions
                 .as_ref()
@@ -654,8 +664,14 @@ impl Pipeline {
                 }
                 _ = report.tick() => {
                     let s = self.stages.counters.summary();
+                    let now = Instant::now();
+                    let seconds = now.duration_since(rates.0).as_secs_f64().max(1e-3);
+                    let in_per_s = ((s.consumed - rates.1) as f64 / seconds).round();
+                    let out_per_s = ((s.produced - rates.2) as f64 / seconds).round();
+                    rates = (now, s.consumed, s.produced);
                     tracing::info!(
                         consumed = s.consumed, produced = s.produced, dead_lettered = s.dead_lettered,
+                        in_per_s, out_per_s,
                         skipped = s.skipped, model_calls = s.model_calls, model_failures = s.model_failures,
                         open = tracker.open(),
                         produce_p50_ms = millis(s.to_produce.p50), produce_p99_ms = millis(s.to_produce.p99),
@@ -742,12 +758,16 @@ impl Pipeline {
             }
             Err(failure) => Err(failure),
         };
-        if let Err(failure) = &result {
+        if let Err(failure) = &result
+            && let Some(unlogged) = self.dead_letter_log.admit(Instant::now())
+        {
             tracing::warn!(
                 topic = %record.topic, partition = record.partition, offset = record.offset,
                 reason = failure.reason.code(), fault = %failure.fault(), error = %failure.message,
-                "record sent to the dead-letter topic"
+                unlogged, "record sent to the dead-letter topic"
             );
+        }
+        if let Err(failure) = &result {
             dead_letter = true;
             let exact = taken.exact_headers.as_deref();
             let sent = match self
@@ -964,6 +984,44 @@ fn check_stall(source: Arc<Source>, idle: Duration) {
     });
 }
 
+/// At most `per_second` events a second let through; the others counted, and the count handed
+/// to the next one let through.
+#[derive(Debug)]
+struct Quota {
+    per_second: u32,
+    /// The current second's start, events let through in it, and events held back since the
+    /// last one let through.
+    state: std::sync::Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl Quota {
+    fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            state: std::sync::Mutex::new((None, 0, 0)),
+        }
+    }
+
+    /// `Some(held back since the last one)` when this event may be logged, `None` otherwise.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (since, passed, held) = &mut *state;
+        if since.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1)) {
+            *since = Some(now);
+            *passed = 0;
+        }
+        if *passed >= self.per_second {
+            *held += 1;
+            return None;
+        }
+        *passed += 1;
+        Some(std::mem::take(held))
+    }
+}
+
 /// Notices a stream that consumes nothing while it could: nothing in flight, the reader not
 /// pausing, and no record consumed for [`STALL_AFTER`]. Whether records wait is then asked of
 /// the brokers; this only says when to ask, at most once per [`STALL_AFTER`].
@@ -1151,6 +1209,22 @@ mod tests {
             w.suspects(5, true, later + STALL_AFTER * 2),
             Some(STALL_AFTER)
         );
+    }
+
+    #[test]
+    fn a_quota_lets_through_its_share_a_second_and_counts_the_rest() {
+        let start = Instant::now();
+        let quota = Quota::new(3);
+        let first: Vec<Option<u64>> = (0..10).map(|_| quota.admit(start)).collect();
+        assert_eq!(first[..3], [Some(0), Some(0), Some(0)]);
+        assert!(first[3..].iter().all(Option::is_none));
+        let next = start + Duration::from_secs(1);
+        assert_eq!(
+            quota.admit(next),
+            Some(7),
+            "the held back are told with the next one"
+        );
+        assert_eq!(quota.admit(next), Some(0));
     }
 
     #[test]
