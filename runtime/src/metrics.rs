@@ -29,7 +29,7 @@ const BUCKETS: usize = 40 * STEPS as usize;
 
 /// A latency histogram with logarithmic buckets over microseconds; lock-free, fixed size.
 #[derive(Debug)]
-struct Histogram {
+pub(crate) struct Histogram {
     counts: [AtomicU64; BUCKETS],
 }
 
@@ -59,12 +59,12 @@ impl Histogram {
         Duration::from_micros(base + ((base * (fraction + 1)) >> 2) - 1)
     }
 
-    fn record(&self, latency: Duration) {
+    pub(crate) fn record(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.counts[Self::bucket(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn quantiles(&self) -> Quantiles {
+    pub(crate) fn quantiles(&self) -> Quantiles {
         let counts: Vec<u64> = self
             .counts
             .iter()

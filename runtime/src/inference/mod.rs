@@ -181,6 +181,8 @@ struct Inner {
     retry: RetryPolicy,
     in_flight: AdaptiveLimit,
     max_batch_rows: usize,
+    /// How long the backend took to answer each call (a retried call counts each try).
+    latency: crate::metrics::Histogram,
 }
 
 impl Inference {
@@ -216,6 +218,7 @@ impl Inference {
                 retry: settings.retry,
                 in_flight: AdaptiveLimit::new(settings.min_in_flight, settings.max_in_flight),
                 max_batch_rows: settings.max_batch_size,
+                latency: crate::metrics::Histogram::default(),
             }),
         })
     }
@@ -223,6 +226,11 @@ impl Inference {
     /// The model's inputs and outputs, as the backend described them at start-up.
     pub fn description(&self) -> &ModelDescription {
         self.inner.backend.description()
+    }
+
+    /// How long the backend has taken to answer calls, since the start.
+    pub fn latency(&self) -> crate::metrics::Quantiles {
+        self.inner.latency.quantiles()
     }
 
     /// Model calls allowed in flight right now (adaptive, see [`limit`]).
@@ -305,7 +313,9 @@ impl Inference {
             // about the server, or a cancelled call) it hands a probe on to the next call.
             let ticket = inner.breaker.ready().await;
             let slot = inner.in_flight.acquire().await;
+            let started = std::time::Instant::now();
             let result = inner.backend.predict(request).await;
+            inner.latency.record(started.elapsed());
             slot.finish(match &result {
                 Ok(_) => Outcome::Answered(Duration::ZERO),
                 Err(e) if e.is_overload() => Outcome::Overloaded,

@@ -676,6 +676,7 @@ impl Pipeline {
                         open = tracker.open(),
                         produce_p50_ms = millis(s.to_produce.p50), produce_p99_ms = millis(s.to_produce.p99),
                         ack_p99_ms = millis(s.to_acknowledge.p99),
+                        model_p99_ms = millis(self.stages.inference.latency().p99),
                         model_concurrency = self.stages.inference.concurrency(),
                         model_holding = self.stages.inference.is_holding(), "progress"
                     );
