@@ -46,10 +46,10 @@ def test_every_hostile_record_is_dead_lettered_with_its_reason(broker, topics, o
     assert plugin.is_file(), f"{plugin} is missing: scripts/test.sh builds it"
     commands = [*COMMANDS, "ok"]
     kafka.produce(broker.bootstrap, topics.input, [(f"{i}-{c}".encode(), c.encode()) for i, c in enumerate(commands)])
-    # 4 MiB lets huge-output (2 MiB) reach the broker, which refuses it; wide-outputs (8 MiB)
+    # 2.5 MiB lets huge-output (2 MiB) reach the broker, which refuses it; wide-outputs (3 MiB)
     # does not get past the host.
     settings = {**embedded(overrides), "plugin.call-timeout": "200ms", "plugin.memory-limit": "16MiB",
-                "plugin.max-output-bytes": '"4MiB"'}
+                "plugin.max-output-bytes": '"2560KiB"'}
 
     started = time.monotonic()
     runtime = start_runtime(settings, plugin=plugin)

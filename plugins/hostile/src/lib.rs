@@ -13,7 +13,7 @@
 //! | `connect` | tries to open a TCP connection to 127.0.0.1:9 |
 //! | `env` | reports how many environment variables and arguments it sees |
 //! | `many-outputs` | emits 10,000 records |
-//! | `wide-outputs` | emits 8 records of 1 MiB |
+//! | `wide-outputs` | emits 3 records of 1 MiB |
 //! | `topic-input` | emits one record to the topic its input came from |
 //! | `topic-empty`, `topic-invalid` | emits one record to `""`, to `"no such/topic"` |
 //! | `bad-shape` | asks the model with a shape that does not match its data |
@@ -68,7 +68,7 @@ fn tensor(name: &str, shape: &[i64], values: usize) -> Tensor {
 fn abuse(command: &[u8], input_topic: &str) -> Option<Vec<Output>> {
     Some(match command {
         b"many-outputs" => (0..10_000).map(|_| output("o", None)).collect(),
-        b"wide-outputs" => (0..8).map(|_| output(vec![b'w'; 1 << 20], None)).collect(),
+        b"wide-outputs" => (0..3).map(|_| output(vec![b'w'; 1 << 20], None)).collect(),
         b"topic-input" => vec![output("x", Some(input_topic))],
         b"topic-empty" => vec![output("x", Some(""))],
         b"topic-invalid" => vec![output("x", Some("no such/topic"))],

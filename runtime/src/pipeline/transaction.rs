@@ -111,10 +111,12 @@ pub(super) struct Covered {
 pub(super) struct Window {
     interval: Duration,
     opened: Option<Instant>,
-    /// By (topic, partition, generation): a partition read under two assignments in one window
-    /// (revoked and given back) has two entries, and the older one fails the ownership check,
-    /// so that window is never committed.
-    covered: HashMap<(Arc<str>, i32, u64), Covered>,
+    /// One entry per (topic, partition, generation): a partition read under two assignments in
+    /// one window (revoked and given back) has two, and the older one fails the ownership check,
+    /// so that window is never committed. A list, not a map: an instance owns a few partitions,
+    /// and finding one in a short list costs a record less than hashing its key (and cloning
+    /// the topic's name into it).
+    covered: Vec<Covered>,
     records: usize,
 }
 
@@ -123,7 +125,7 @@ impl Window {
         Self {
             interval,
             opened: None,
-            covered: HashMap::new(),
+            covered: Vec::new(),
             records: 0,
         }
     }
@@ -141,15 +143,18 @@ impl Window {
     pub(super) fn add(&mut self, topic: &Arc<str>, partition: i32, offset: i64, generation: u64) {
         self.records += 1;
         let next = offset + 1;
-        self.covered
-            .entry((topic.clone(), partition, generation))
-            .and_modify(|c| c.next = c.next.max(next))
-            .or_insert_with(|| Covered {
+        let same = |c: &&mut Covered| {
+            c.partition == partition && c.generation == generation && c.topic == *topic
+        };
+        match self.covered.iter_mut().find(same) {
+            Some(c) => c.next = c.next.max(next),
+            None => self.covered.push(Covered {
                 topic: topic.clone(),
                 partition,
                 generation,
                 next,
-            });
+            }),
+        }
     }
 
     /// When the open transaction is to be committed.
@@ -166,7 +171,7 @@ impl Window {
     pub(super) fn close(&mut self) -> Vec<Covered> {
         self.opened = None;
         self.records = 0;
-        self.covered.drain().map(|(_, c)| c).collect()
+        std::mem::take(&mut self.covered)
     }
 }
 

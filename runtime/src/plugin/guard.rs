@@ -4,6 +4,7 @@
 //! the record it concerns, as the plugin's fault.
 
 use std::collections::HashSet;
+use std::fmt;
 
 use crate::config::OutputLimits;
 use crate::contract::{InferenceRequest, ModelRequirements, OutputRecord};
@@ -76,10 +77,11 @@ pub(crate) fn request(
     declared: &ModelRequirements,
 ) -> Result<(), Failure> {
     let refuse = |message: String| Err(Failure::new(Reason::InvalidRequest, message));
-    let mut names = HashSet::with_capacity(request.inputs.len());
-    for tensor in &request.inputs {
-        let name = shortened(&tensor.name, 120);
-        if !names.insert(tensor.name.as_str()) {
+    // Runs for every record a plugin sends to the model: no allocation unless it refuses, and
+    // a request has a handful of inputs, so a quadratic look for repeats is the cheap one.
+    for (i, tensor) in request.inputs.iter().enumerate() {
+        let name = Named(&tensor.name);
+        if request.inputs[..i].iter().any(|t| t.name == tensor.name) {
             return refuse(format!("input {name:?} is sent twice"));
         }
         if tensor.shape.len() > MAX_RANK {
@@ -140,7 +142,7 @@ pub(crate) fn request(
     if let Some(missing) = declared
         .inputs
         .iter()
-        .find(|s| !names.contains(s.name.as_str()))
+        .find(|s| !request.inputs.iter().any(|t| t.name == s.name))
     {
         return refuse(format!(
             "input {:?}, which the plugin declared, is not sent",
@@ -161,7 +163,7 @@ pub(crate) fn requirements(declared: &ModelRequirements) -> Result<(), String> {
     }
     let mut names = HashSet::new();
     for spec in &declared.inputs {
-        let name = shortened(&spec.name, 120);
+        let name = Named(&spec.name);
         if !names.insert(spec.name.as_str()) {
             return Err(format!("it declares input {name:?} twice"));
         }
@@ -179,6 +181,16 @@ pub(crate) fn requirements(declared: &ModelRequirements) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A name as refusals quote it, cut to 120 characters; cut and copied only when a message is
+/// made, never for a request that passes.
+struct Named<'a>(&'a str);
+
+impl fmt::Debug for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&shortened(self.0, 120), f)
+    }
 }
 
 /// At most `max` characters of `text`, saying how much was cut.
