@@ -55,6 +55,15 @@ use plugin::{PluginHost, PluginPool};
 use sink::Sink;
 use source::Source;
 
+/// A task that ends with the run, however the run ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why the runtime did not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -74,6 +83,17 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<Summary, RunError> {
+    let health = Arc::new(metrics::health::Health::default());
+    // Served first, so that an orchestrator sees the process live while it starts.
+    let endpoint = match settings.metrics {
+        Some(address) => Some(
+            metrics::server::bind(address, health.clone())
+                .await
+                .map_err(|e| RunError::Startup(vec![e]))?,
+        ),
+        None => None,
+    };
+    let _endpoint = endpoint.map(AbortOnDrop);
     let plugin_settings = settings.plugin.clone();
     let plugin = tokio::task::spawn_blocking(move || {
         let host = PluginHost::with_cache(plugin_settings.cache_dir.as_deref())?;
@@ -127,6 +147,14 @@ pub async fn run(
     if let config::Delivery::ExactlyOnce { interval, .. } = settings.kafka.delivery {
         pipeline = pipeline.exactly_once(interval);
     }
+    health.running(pipeline.stages(), pipeline.source());
+    let _probe = settings.metrics.map(|_| {
+        AbortOnDrop(tokio::spawn(
+            health
+                .clone()
+                .probe_model(config::defaults::MODEL_PROBE_INTERVAL),
+        ))
+    });
     let watcher = settings.plugin.reload.map(|interval| {
         tokio::spawn(reload::watch(
             Arc::new(host),
@@ -135,7 +163,14 @@ pub async fn run(
             interval,
         ))
     });
-    let summary = pipeline.run(shutdown).await;
+    let draining = health.clone();
+    let summary = pipeline
+        .run(async move {
+            shutdown.await;
+            draining.stopping();
+        })
+        .await;
+    health.stopped();
     if let Some(watcher) = watcher {
         watcher.abort();
     }

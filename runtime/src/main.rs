@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use streaminfer::config::{self, Mode, OutputLimits, PluginSettings, Settings, defaults};
+use streaminfer::config::{
+    self, LogFormat, Mode, OutputLimits, PluginSettings, Settings, defaults,
+};
 use streaminfer::metrics::millis;
 use streaminfer::offline::RecordFile;
 use streaminfer::scaffold::Sdk;
@@ -100,14 +102,6 @@ const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,6 +118,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            init_logging(settings.log);
             let code = stream(&runtime, settings);
             // Work that cannot end (a librdkafka call waiting on a broker that is gone) must not
             // hold the exit past the shutdown's own deadline.
@@ -138,7 +133,10 @@ fn main() -> ExitCode {
         }) => {
             let settings = match &config {
                 Some(config) => match load(config, Mode::Offline, &plugin, &overrides) {
-                    Ok(s) => s.plugin,
+                    Ok(s) => {
+                        init_logging(s.log);
+                        s.plugin
+                    }
                     Err(code) => return code,
                 },
                 None => PluginSettings {
@@ -152,6 +150,9 @@ fn main() -> ExitCode {
                     cache_dir: defaults::plugin_cache_dir(),
                 },
             };
+            if config.is_none() {
+                init_logging(LogFormat::Text);
+            }
             let records = match input.as_deref().map(read_all).transpose() {
                 Ok(r) => r.unwrap_or_default(),
                 Err(code) => return code,
@@ -188,6 +189,7 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            init_logging(LogFormat::Text);
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             match streaminfer::scaffold::new_plugin(&name, &dir, &sdk) {
                 Ok(files) => {
@@ -215,6 +217,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            init_logging(settings.log);
             let records = match RecordFile::open(&input) {
                 Ok(r) => r,
                 Err(e) => {
@@ -247,6 +250,26 @@ fn main() -> ExitCode {
                 (_, Err(e)) => fail(&format!("cannot write the results: {e}")),
             }
         }
+    }
+}
+
+/// Installs the log writer: standard error, filtered by `RUST_LOG` (default `info`), as text or
+/// one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 

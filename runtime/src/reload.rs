@@ -52,6 +52,7 @@ pub(crate) async fn watch(
 
 async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<Stages>) {
     let current = stages.plugin().digest().clone();
+    let stats = host.stats().clone();
     let (host, settings_owned) = (host.clone(), settings.clone());
     let built = tokio::task::spawn_blocking(move || {
         let loaded = host.load(&settings_owned)?;
@@ -70,10 +71,12 @@ async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<
         }
         Ok(Err(error)) => {
             tracing::warn!(plugin = %settings.path.display(), %error, serving = %previous, "plugin reload refused");
+            stats.reloaded(false);
             return;
         }
         Err(panic) => {
             tracing::error!(plugin = %settings.path.display(), error = %panic, serving = %previous, "plugin reload failed");
+            stats.reloaded(false);
             return;
         }
     };
@@ -86,10 +89,12 @@ async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<
             "plugin reload refused: the new plugin does not fit the model"
         );
         pool.shutdown();
+        stats.reloaded(false);
         return;
     }
     let digest = pool.digest().clone();
     drop(stages.swap_plugin(pool));
+    stats.reloaded(true);
     tracing::info!(plugin = %settings.path.display(), from = %previous, to = %digest, "plugin reloaded");
 }
 

@@ -93,6 +93,8 @@ fn settings_with(brokers: &str, transaction_interval: &str) -> config::Settings 
         batch-size = 32
         max-pending = 64
         shutdown-timeout = "10s"
+        [metrics]
+        listen = "127.0.0.1:0"
         "#,
         manifest.join("../models/fraud/fraud.onnx").display()
     );

@@ -335,6 +335,21 @@ def start_mlserver(
     raise AssertionError("unreachable")
 
 
+def metrics_url(runtime: Service, timeout: float = 30.0) -> str:
+    """``http://ADDRESS`` where ``runtime`` serves /metrics, /healthz and /readyz, as its log
+    says once it listens (text or JSON log)."""
+    pattern = re.compile(r'serving /metrics, /healthz and /readyz.*?address"?[=:]"?([0-9.]+:[0-9]+)')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pattern.search(runtime.log())
+        if found:
+            return f"http://{found.group(1)}"
+        if not runtime.running():
+            raise runtime.fail("exited before serving its metrics")
+        time.sleep(0.1)
+    raise runtime.fail(f"did not serve its metrics within {timeout:.0f}s")
+
+
 def start_runtime(
     binary: Path,
     plugin: Path,
@@ -343,7 +358,11 @@ def start_runtime(
     log_path: Path,
     env: Mapping[str, str] | None = None,
 ) -> Service:
-    """Starts the streaming runtime: ``runtime --plugin PLUGIN CONFIG key=value ...``."""
+    """Starts the streaming runtime: ``runtime --plugin PLUGIN CONFIG key=value ...``.
+
+    Unless ``overrides`` say otherwise, /metrics, /healthz and /readyz are served on a free port
+    of 127.0.0.1 (several runtimes may run at once); ``metrics_url`` finds it."""
+    overrides = {"metrics.listen": "127.0.0.1:0", **overrides}
     args = [binary, "--plugin", plugin, config, *(f"{key}={value}" for key, value in overrides.items())]
     # The runtime also reads STREAMINFER__* variables as overrides: only ``env`` may set them.
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER__")}

@@ -58,6 +58,12 @@ pub mod defaults {
     pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
     pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Where `/metrics`, `/healthz` and `/readyz` are served when streaming (`metrics.listen`).
+    /// Loopback: a container or a pod sets `0.0.0.0:9898` so that the kubelet and Prometheus
+    /// reach it.
+    pub const METRICS_LISTEN: &str = "127.0.0.1:9898";
+    /// How often the model server is asked whether it serves the model, for readiness.
+    pub const MODEL_PROBE_INTERVAL: Duration = Duration::from_secs(5);
     /// How long one transaction collects outputs in exactly-once mode (Kafka Streams: 100 ms).
     pub const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
     /// librdkafka's `transaction.timeout.ms` in exactly-once mode unless `[kafka.producer]`
@@ -77,8 +83,11 @@ pub mod defaults {
     /// - `fetch.queue.backoff.ms` 10 (librdkafka: 1000): how long the consumer waits to fetch
     ///   again once that queue is full. With the smaller queue and the default wait the
     ///   pipeline starved between fetches (B2 41k records/s instead of 65k).
+    /// - `statistics.interval.ms` 5000 (librdkafka: off): the per-partition committed offset and
+    ///   lag that `/metrics` reports come from these statistics.
     pub const CONSUMER: &[(&str, &str)] = &[
         ("fetch.wait.max.ms", "50"),
+        ("statistics.interval.ms", "5000"),
         ("queued.max.messages.kbytes", "16384"),
         ("fetch.queue.backoff.ms", "10"),
     ];
@@ -162,6 +171,19 @@ pub struct Settings {
     pub model: ModelSettings,
     pub plugin: PluginSettings,
     pub pipeline: PipelineSettings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
+    pub log: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, fields as `key=value`.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -423,11 +445,54 @@ fn read(
     let model = read_model(root.section("model"), config_dir);
     let plugin = read_plugin(root.section("plugin"), plugin, &kafka);
     let pipeline = read_pipeline(root.section("pipeline"));
+    let metrics = read_metrics(root.section("metrics"), mode);
+    let log = read_log(root.section("log"));
     Settings {
         kafka,
         model,
         plugin,
         pipeline,
+        metrics,
+        log,
+    }
+}
+
+/// `metrics.listen`: an address, or `"off"`. Streaming serves on the default address unless
+/// told otherwise; `replay` and `check` never serve.
+fn read_metrics(mut s: Section<'_>, mode: Mode) -> Option<std::net::SocketAddr> {
+    let listen = s.optional_string("listen");
+    let listen = match listen.as_deref() {
+        None if mode == Mode::Stream => defaults::METRICS_LISTEN,
+        None | Some("off") => return None,
+        Some(given) => given,
+    };
+    match listen.parse() {
+        Ok(address) if mode == Mode::Stream => Some(address),
+        Ok(_) => None,
+        Err(_) => {
+            s.problem(
+                "listen",
+                format!(
+                    "expected an address like \"0.0.0.0:9898\" (port 0 picks a free one) or \"off\", found {listen:?}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `log.format`: `"text"` or `"json"`.
+fn read_log(mut s: Section<'_>) -> LogFormat {
+    match s.optional_string("format").as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            s.problem(
+                "format",
+                format!("expected \"text\" or \"json\", found {other:?}"),
+            );
+            LogFormat::Text
+        }
     }
 }
 

@@ -69,6 +69,15 @@ impl Breaker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// `closed`, `open` (calls held back) or `half-open` (one probe call out).
+    pub fn state(&self) -> &'static str {
+        match *self.phase() {
+            Phase::Closed { .. } => "closed",
+            Phase::Open { .. } => "open",
+            Phase::HalfOpen { .. } => "half-open",
+        }
+    }
+
     /// Whether calls are being held back.
     pub fn is_open(&self) -> bool {
         !matches!(*self.phase(), Phase::Closed { .. })

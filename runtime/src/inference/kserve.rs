@@ -58,6 +58,11 @@ impl KServe {
         GrpcInferenceServiceClient::new(self.channels.next())
     }
 
+    /// Whether the server still serves the model, asked as at start-up.
+    pub(crate) async fn probe(&self) -> Result<(), InferenceError> {
+        self.check_model().await.map(drop)
+    }
+
     async fn check_model(&self) -> Result<ModelDescription, InferenceError> {
         let s = &self.settings;
         let what = if self.version.is_empty() {

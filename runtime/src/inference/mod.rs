@@ -21,6 +21,7 @@ mod kserve;
 mod limit;
 mod onnx;
 mod retry;
+mod stats;
 mod tensor;
 mod tfserving;
 
@@ -154,6 +155,23 @@ enum Backend {
 }
 
 impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::TfServing(_) => "tf-serving",
+            Backend::KServe(_) => "kserve",
+            Backend::Onnx(_) => "onnx",
+        }
+    }
+
+    /// Asks the server whether it still serves the model, as at start-up.
+    async fn probe(&self) -> Result<(), InferenceError> {
+        match self {
+            Backend::TfServing(server) => server.probe().await,
+            Backend::KServe(server) => server.probe().await,
+            Backend::Onnx(_) => Ok(()),
+        }
+    }
+
     fn description(&self) -> &ModelDescription {
         match self {
             Backend::TfServing(server) => &server.description,
@@ -181,8 +199,11 @@ struct Inner {
     retry: RetryPolicy,
     in_flight: AdaptiveLimit,
     max_batch_rows: usize,
-    /// How long the backend took to answer each call (a retried call counts each try).
-    latency: crate::metrics::Histogram,
+    /// Tries by status, retries, latency, rows per call, reachability.
+    stats: stats::CallStats,
+    /// The model's name and its configured version, or `latest`.
+    name: String,
+    version: String,
 }
 
 impl Inference {
@@ -218,7 +239,11 @@ impl Inference {
                 retry: settings.retry,
                 in_flight: AdaptiveLimit::new(settings.min_in_flight, settings.max_in_flight),
                 max_batch_rows: settings.max_batch_size,
-                latency: crate::metrics::Histogram::default(),
+                stats: stats::CallStats::default(),
+                name: settings.name.clone(),
+                version: settings
+                    .version
+                    .map_or_else(|| "latest".to_owned(), |v| v.to_string()),
             }),
         })
     }
@@ -230,7 +255,49 @@ impl Inference {
 
     /// How long the backend has taken to answer calls, since the start.
     pub fn latency(&self) -> crate::metrics::Quantiles {
-        self.inner.latency.quantiles()
+        self.inner.stats.latency.quantiles()
+    }
+
+    pub(crate) fn stats(&self) -> &stats::CallStats {
+        &self.inner.stats
+    }
+
+    /// `onnx`, `tf-serving` or `kserve`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The model version configured, or `latest`.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// `closed`, `open` or `half-open`.
+    pub fn breaker_state(&self) -> &'static str {
+        self.inner.breaker.state()
+    }
+
+    /// Asks the server whether it serves the model; the answer is kept for [`Inference::reachable`].
+    pub async fn probe(&self) -> bool {
+        let answered = match self.inner.backend.probe().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(%error, "model readiness probe failed");
+                false
+            }
+        };
+        self.inner.stats.probed(answered);
+        answered
+    }
+
+    /// Whether the server answered the last probe.
+    pub fn reachable(&self) -> bool {
+        self.inner.stats.reachable()
     }
 
     /// Model calls allowed in flight right now (adaptive, see [`limit`]).
@@ -281,11 +348,15 @@ impl Inference {
         requests: &[&InferenceRequest],
         group: &[usize],
     ) -> Vec<Result<InferenceResponse, InferenceError>> {
+        let rows = batch::rows_of(requests, group);
+        self.inner
+            .stats
+            .rows
+            .observe(rows.iter().sum::<usize>() as f64);
         if let [single] = group {
             return vec![self.call(requests[*single]).await];
         }
         let stacked = batch::stack(requests, group);
-        let rows = batch::rows_of(requests, group);
         match self.call(&stacked).await {
             Ok(response) => match batch::split(response, &rows) {
                 Ok(parts) => parts.into_iter().map(Ok).collect(),
@@ -315,7 +386,8 @@ impl Inference {
             let slot = inner.in_flight.acquire().await;
             let started = std::time::Instant::now();
             let result = inner.backend.predict(request).await;
-            inner.latency.record(started.elapsed());
+            inner.stats.latency.record(started.elapsed());
+            inner.stats.tried(result.as_ref().map(drop));
             slot.finish(match &result {
                 Ok(_) => Outcome::Answered(Duration::ZERO),
                 Err(e) if e.is_overload() => Outcome::Overloaded,
@@ -337,6 +409,7 @@ impl Inference {
                         return Err(error);
                     }
                     tracing::debug!(%error, failures, "model call failed; retrying");
+                    inner.stats.retried();
                     tokio::time::sleep(inner.retry.backoff(failures)).await;
                 }
                 Err(error) => {

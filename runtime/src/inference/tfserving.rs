@@ -65,6 +65,11 @@ impl TfServing {
 
     /// Reads the model's metadata: the model must exist, and so must the configured signature,
     /// whose inputs and outputs are returned.
+    /// Whether the server still serves the model, asked as at start-up.
+    pub(crate) async fn probe(&self) -> Result<(), InferenceError> {
+        self.check_model().await.map(drop)
+    }
+
     async fn check_model(&self) -> Result<ModelDescription, InferenceError> {
         let s = &self.settings;
         let what = match s.version {

@@ -275,6 +275,11 @@ impl Pipeline {
         self.stages.clone()
     }
 
+    /// The consumer, for health and metrics.
+    pub(crate) fn source(&self) -> Arc<Source> {
+        self.source.clone()
+    }
+
     /// Runs until `shutdown` resolves, then drains, flushes and commits, all within
     /// `shutdown-timeout`.
     ///
@@ -531,6 +536,7 @@ impl Pipeline {
         let summary = self.stages.counters.summary();
         let mut rates = (Instant::now(), summary.consumed, summary.produced);
         loop {
+            self.stages.counters.turned(tracker.open());
             let committing = transactions
                 .as_ref()
                 .is_some_and(|t| t.committing.is_some());
@@ -643,6 +649,7 @@ impl Pipeline {
                 batch = batches.recv(), if input_open && processing.len() < self.settings.max_batches_in_flight => {
                     match batch {
                         Some(Batch { records, mut taken }) => {
+                            self.stages.counters.batch(records.len());
                             let mut released = 0;
                             for (r, t) in records.iter().zip(&mut taken) {
                                 let (epoch, freed) = tracker.consumed(&r.topic, r.partition, r.offset, t.generation);
@@ -785,7 +792,7 @@ impl Pipeline {
                 other => other,
             };
             pending.push(sent?);
-            counters.dead_lettered();
+            counters.dead_lettered(failure.reason);
         }
         counters.produced_after(taken.arrived.elapsed());
         Ok(Box::pin(async move {

@@ -11,7 +11,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
-use super::{LoadedPlugin, PluginError, StoreState, guard};
+use super::{Export, LoadedPlugin, PluginError, StoreState, guard};
 use crate::contract::{
     Completion, Decision, InputRecord, ModelRequirements, OutputRecord, PluginError as GuestError,
 };
@@ -203,6 +203,7 @@ impl Instance {
         );
         *self = Self::new(self.plugin.clone())?;
         self.store.data_mut().log = gate;
+        self.plugin.stats.rebuilt();
         Ok(())
     }
 
@@ -228,12 +229,21 @@ impl Instance {
     /// The host's checks on one decision: a request no model can take, or outputs past the
     /// limits, fail the record.
     fn checked(&self, decision: Decision) -> Result<Decision, Failure> {
-        match &decision {
-            Decision::Infer(call) => guard::request(&call.request, &self.declared)?,
-            Decision::Emit(outputs) => guard::outputs(outputs, &self.plugin.outputs)?,
-            Decision::Skip => {}
-        }
+        let checked = match &decision {
+            Decision::Infer(call) => guard::request(&call.request, &self.declared),
+            Decision::Emit(outputs) => guard::outputs(outputs, &self.plugin.outputs),
+            Decision::Skip => Ok(()),
+        };
+        self.refused_if_err(checked)?;
         Ok(decision)
+    }
+
+    /// Counts a result the host refused.
+    fn refused_if_err(&self, checked: Result<(), Failure>) -> Result<(), Failure> {
+        if let Err(failure) = &checked {
+            self.plugin.stats.fault(failure.reason);
+        }
+        checked
     }
 
     /// Asks the plugin what to do with each record; one result per record, in order.
@@ -244,7 +254,7 @@ impl Instance {
         &mut self,
         records: &[InputRecord],
     ) -> Result<Vec<Result<Decision, Failure>>, PluginError> {
-        let decided = self.isolating(records, &|guest, store, items| {
+        let decided = self.isolating(Export::Prepare, records, &|guest, store, items| {
             guest.call_prepare(store, items)
         })?;
         Ok(decided
@@ -261,14 +271,14 @@ impl Instance {
         &mut self,
         completions: &[Completion],
     ) -> Result<Vec<Result<Vec<OutputRecord>, Failure>>, PluginError> {
-        let completed = self.isolating(completions, &|guest, store, items| {
+        let completed = self.isolating(Export::Complete, completions, &|guest, store, items| {
             guest.call_complete(store, items)
         })?;
         Ok(completed
             .into_iter()
             .map(|r| {
                 r.and_then(|outputs| {
-                    guard::outputs(&outputs, &self.plugin.outputs)?;
+                    self.refused_if_err(guard::outputs(&outputs, &self.plugin.outputs))?;
                     Ok(outputs)
                 })
             })
@@ -279,13 +289,17 @@ impl Instance {
     /// calls it on each item alone.
     fn isolating<I, O>(
         &mut self,
+        export: Export,
         items: &[I],
         f: BatchCall<'_, I, O>,
     ) -> Result<Vec<Result<O, Failure>>, PluginError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        match self.call(|guest, store| f(guest, store, items)) {
+        let started = std::time::Instant::now();
+        let called = self.call(|guest, store| f(guest, store, items));
+        self.plugin.stats.called(export, started.elapsed());
+        match called {
             Ok(results) if results.len() == items.len() => Ok(results
                 .into_iter()
                 .map(|r| r.map_err(guest_failure))
@@ -299,6 +313,7 @@ impl Instance {
                         items.len()
                     ),
                 );
+                self.plugin.stats.fault(Reason::PluginContract);
                 // Which record made it miscount is unknown: each is asked alone, and only one
                 // that miscounts alone fails.
                 if items.len() == 1 {
@@ -310,10 +325,11 @@ impl Instance {
                     error = %failure.message,
                     "plugin broke the contract; asking record by record"
                 );
-                self.one_by_one(items, f, &failure)
+                self.one_by_one(export, items, f, &failure)
             }
             Err(error) => {
                 let failure = error.failure(&self.plugin);
+                self.plugin.stats.fault(failure.reason);
                 tracing::warn!(
                     plugin = &*self.plugin.name,
                     batch = items.len(),
@@ -325,7 +341,7 @@ impl Instance {
                 if items.len() == 1 {
                     return Ok(vec![Err(failure)]);
                 }
-                self.one_by_one(items, f, &failure)
+                self.one_by_one(export, items, f, &failure)
             }
         }
     }
@@ -333,13 +349,14 @@ impl Instance {
     /// Calls `f` on each item alone; `failure` stands for an item that gets no result.
     fn one_by_one<I, O>(
         &mut self,
+        export: Export,
         items: &[I],
         f: BatchCall<'_, I, O>,
         failure: &Failure,
     ) -> Result<Vec<Result<O, Failure>>, PluginError> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let mut one = self.isolating(std::slice::from_ref(item), f)?;
+            let mut one = self.isolating(export, std::slice::from_ref(item), f)?;
             out.push(one.pop().unwrap_or_else(|| Err(failure.clone())));
         }
         Ok(out)

@@ -16,6 +16,7 @@ mod guard;
 mod instance;
 mod log;
 mod pool;
+mod stats;
 pub mod types;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginSettings;
 pub use pool::{Completed, PluginPool, Prepared};
+pub(crate) use stats::Export;
+pub use stats::PluginStats;
 
 /// The contract's version this host speaks: the `@` suffix of its WIT package.
 pub const CONTRACT: &str = "streaminfer:plugin/plugin@0.2.0";
@@ -68,6 +71,8 @@ pub enum PluginError {
 pub struct PluginHost {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
+    /// Shared by every plugin this host loads, so that counts carry over a reload.
+    stats: Arc<PluginStats>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -132,7 +137,13 @@ impl PluginHost {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            stats: Arc::default(),
         })
+    }
+
+    /// What the plugins of this host did, across reloads.
+    pub fn stats(&self) -> &Arc<PluginStats> {
+        &self.stats
     }
 
     /// Compiles the plugin file and checks that it implements the contract.
@@ -182,6 +193,7 @@ impl PluginHost {
             call_timeout: settings.call_timeout,
             settings: settings.settings.clone(),
             outputs: settings.outputs.clone(),
+            stats: self.stats.clone(),
         }))
     }
 }
@@ -247,6 +259,7 @@ pub struct LoadedPlugin {
     call_timeout: Duration,
     settings: Vec<(String, String)>,
     outputs: crate::config::OutputLimits,
+    stats: Arc<PluginStats>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {

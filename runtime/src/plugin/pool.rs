@@ -33,6 +33,8 @@ pub struct PluginPool {
     jobs: mpsc::Sender<Job>,
     digest: Arc<str>,
     requirements: ModelRequirements,
+    path: std::path::PathBuf,
+    stats: Arc<super::PluginStats>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -77,6 +79,8 @@ impl PluginPool {
             jobs,
             digest: plugin.digest().clone(),
             requirements,
+            path: plugin.path.clone(),
+            stats: plugin.stats.clone(),
             threads,
         })
     }
@@ -84,6 +88,16 @@ impl PluginPool {
     /// `sha256:<hex>` of the component these instances run.
     pub fn digest(&self) -> &Arc<str> {
         &self.digest
+    }
+
+    /// What this plugin, and the ones it replaced, did.
+    pub fn stats(&self) -> &Arc<super::PluginStats> {
+        &self.stats
+    }
+
+    /// The plugin file these instances were compiled from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// What the plugin declared it sends the model and reads back.

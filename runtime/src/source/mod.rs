@@ -6,6 +6,7 @@
 //! this member still owns under the assignment its record was read in, and the reader's pause
 //! applies to partitions assigned while it lasts.
 
+mod lag;
 mod ownership;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::contract::{Header, InputRecord};
 use crate::failure::{Failure, Reason};
 use crate::kafka::headers::{self, RawHeader};
 use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
+pub use lag::PartitionLag;
 pub use ownership::NOT_OWNED;
 use ownership::{Ownership, SourceContext};
 
@@ -65,6 +67,7 @@ pub struct Consumed {
 pub struct Source {
     consumer: StreamConsumer<SourceContext>,
     ownership: Arc<Ownership>,
+    lags: Arc<lag::Lags>,
     topic: String,
     /// The topic's name as records carry it: shared, so that no record allocates it.
     shared_topic: Arc<str>,
@@ -87,9 +90,11 @@ impl Source {
     pub async fn connect(settings: &KafkaSettings) -> Result<Self, SourceError> {
         let config = consumer_config(settings);
         let ownership = Arc::new(Ownership::default());
+        let lags = Arc::new(lag::Lags::default());
         let context = SourceContext {
             kafka: KafkaContext::default(),
             ownership: ownership.clone(),
+            lags: lags.clone(),
         };
         let consumer: StreamConsumer<SourceContext> = config
             .create_with_context(context)
@@ -118,6 +123,7 @@ impl Source {
         Ok(Self {
             consumer,
             ownership,
+            lags,
             shared_topic: Arc::from(topic.as_str()),
             topic,
         })
@@ -220,6 +226,16 @@ impl Source {
     /// Whether the reader asked for the partitions to be paused.
     pub fn is_paused(&self) -> bool {
         self.ownership.is_paused()
+    }
+
+    /// How many partitions this member owns now.
+    pub fn owned_partitions(&self) -> usize {
+        self.ownership.owned_count()
+    }
+
+    /// Each fetched partition's committed offset and lag, as librdkafka's last statistics say.
+    pub fn lags(&self) -> Vec<PartitionLag> {
+        self.lags.current()
     }
 
     /// How many assignments this member has had since it started.

@@ -153,6 +153,11 @@ impl Ownership {
         self.lock().paused
     }
 
+    /// How many partitions are owned now.
+    pub(super) fn owned_count(&self) -> usize {
+        self.lock().owned.values().map(HashMap::len).sum()
+    }
+
     /// How many assignments this member has had.
     pub(super) fn assignments(&self) -> u64 {
         self.lock().assignments
@@ -217,6 +222,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
 pub(crate) struct SourceContext {
     pub(super) kafka: KafkaContext,
     pub(super) ownership: std::sync::Arc<Ownership>,
+    pub(super) lags: std::sync::Arc<super::lag::Lags>,
 }
 
 impl ClientContext for SourceContext {
@@ -226,6 +232,10 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.kafka.error(error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.lags.update(statistics);
     }
 }
 

@@ -4,11 +4,22 @@
 //! outputs are handed to the producer, and to the moment the broker acknowledges them. The
 //! broker's own delays (fetch waits, acknowledgement) are outside the first figure, so it is
 //! what a record costs inside the runtime whatever broker it runs against.
+//!
+//! - [`export`]: everything an operator watches, in the Prometheus exposition format, read from
+//!   the parts' own counters at each scrape (nothing on the hot path knows about Prometheus);
+//! - [`health`]: liveness and readiness;
+//! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP.
+
+pub mod export;
+pub mod health;
+pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-#[derive(Debug, Default)]
+use crate::failure::Reason;
+
+#[derive(Debug)]
 pub struct Counters {
     consumed: AtomicU64,
     produced: AtomicU64,
@@ -18,8 +29,49 @@ pub struct Counters {
     model_failures: AtomicU64,
     transactions: AtomicU64,
     aborted: AtomicU64,
-    to_produce: Histogram,
-    to_acknowledge: Histogram,
+    /// Records consumed but not yet finished, as the pipeline last counted them.
+    in_flight: AtomicU64,
+    /// When the pipeline's loop last turned, in milliseconds since `born`; [`NEVER`] before.
+    last_turn: AtomicU64,
+    born: std::time::Instant,
+    /// Dead letters by [`Reason`], in the order of [`Reason::ALL`].
+    dead_lettered_by: [AtomicU64; Reason::ALL.len()],
+    pub(crate) to_produce: Histogram,
+    pub(crate) to_acknowledge: Histogram,
+    /// Records per batch handed to the plugin.
+    pub(crate) batch_records: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::new(0),
+            produced: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            model_calls: AtomicU64::new(0),
+            model_failures: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_turn: AtomicU64::new(NEVER),
+            born: std::time::Instant::now(),
+            dead_lettered_by: std::array::from_fn(|_| AtomicU64::new(0)),
+            to_produce: Histogram::default(),
+            to_acknowledge: Histogram::default(),
+            batch_records: counts_histogram(),
+        }
+    }
+}
+
+/// `last_turn` before the first turn.
+const NEVER: u64 = u64::MAX;
+
+/// A histogram of counts (records, rows): 1, 2, 4, … 4096 and above.
+pub(crate) fn counts_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 13),
+    )
 }
 
 /// Sub-buckets per power of two: a quantile is read to within 2^(1/4), about 19%.
@@ -27,18 +79,34 @@ const STEPS: u32 = 4;
 /// Buckets from 1 µs up to 2^40 µs (about 12 days); longer latencies land in the last one.
 const BUCKETS: usize = 40 * STEPS as usize;
 
+/// Powers of two of microseconds exported as Prometheus bucket bounds: 2^7 µs (128 µs) to
+/// 2^25 µs (about 34 s).
+const EXPORTED_POWERS: std::ops::RangeInclusive<u32> = 7..=25;
+
 /// A latency histogram with logarithmic buckets over microseconds; lock-free, fixed size.
 #[derive(Debug)]
 pub(crate) struct Histogram {
     counts: [AtomicU64; BUCKETS],
+    /// Every latency recorded, summed, in microseconds.
+    sum: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
         }
     }
+}
+
+/// A histogram as Prometheus has it: upper bounds in seconds with the count in each bucket
+/// (not cumulative; the last bound is `f64::MAX`, written `+Inf`), the sum in seconds, the count.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Exported {
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 impl Histogram {
@@ -62,6 +130,36 @@ impl Histogram {
     pub(crate) fn record(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.counts[Self::bucket(micros)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The histogram with bounds at powers of two of microseconds, in seconds. Each bound is
+    /// where this histogram's own buckets meet, so no bucket is split: a bound counts every
+    /// latency below it.
+    pub(crate) fn exported(&self) -> Exported {
+        let mut buckets = Vec::with_capacity(EXPORTED_POWERS.clone().count() + 1);
+        let mut next = 0;
+        let mut count = 0;
+        for power in EXPORTED_POWERS {
+            let end = (power * STEPS) as usize;
+            let n: u64 = self.counts[next..end]
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum();
+            buckets.push(((1u64 << power) as f64 / 1e6, n));
+            count += n;
+            next = end;
+        }
+        let rest: u64 = self.counts[next..]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        buckets.push((f64::MAX, rest));
+        Exported {
+            buckets,
+            sum: self.sum.load(Ordering::Relaxed) as f64 / 1e6,
+            count: count + rest,
+        }
     }
 
     pub(crate) fn quantiles(&self) -> Quantiles {
@@ -136,8 +234,39 @@ impl Counters {
     pub fn skipped(&self) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn dead_lettered(&self) {
+    pub fn dead_lettered(&self, reason: Reason) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.dead_lettered_by[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Dead letters so far for each reason, in the order of [`Reason::ALL`].
+    pub fn dead_lettered_by(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL
+            .iter()
+            .map(|&r| (r, self.dead_lettered_by[r as usize].load(Ordering::Relaxed)))
+    }
+    /// The pipeline's loop turned, with `records` consumed but not finished: its heartbeat.
+    pub fn turned(&self, records: usize) {
+        self.in_flight.store(records as u64, Ordering::Relaxed);
+        let at = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_turn.store(at, Ordering::Relaxed);
+    }
+    /// How long ago the pipeline's loop last turned; `None` before it first did.
+    pub fn since_last_turn(&self) -> Option<Duration> {
+        match self.last_turn.load(Ordering::Relaxed) {
+            NEVER => None,
+            at => Some(
+                self.born
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at)),
+            ),
+        }
+    }
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    /// A batch of `records` went to the plugin.
+    pub fn batch(&self, records: usize) {
+        self.batch_records.observe(records as f64);
     }
     /// A record's outputs (or its dead letter) went to the producer this long after it arrived.
     pub fn produced_after(&self, latency: Duration) {
@@ -198,6 +327,30 @@ mod tests {
                 "{micros} µs: bound {upper} too loose"
             );
         }
+    }
+
+    #[test]
+    fn exported_buckets_count_what_lies_below_each_bound() {
+        let h = Histogram::default();
+        for micros in [100, 200, 1_000, 1_000, 50_000_000] {
+            h.record(Duration::from_micros(micros));
+        }
+        let e = h.exported();
+        assert_eq!(e.count, 5);
+        assert!((e.sum - 50.0023).abs() < 1e-9, "{e:?}");
+        assert_eq!(e.buckets.iter().map(|b| b.1).sum::<u64>(), 5);
+        let below = |bound: f64| -> u64 {
+            e.buckets
+                .iter()
+                .take_while(|b| b.0 <= bound)
+                .map(|b| b.1)
+                .sum()
+        };
+        assert_eq!(below(0.000128), 1, "100 µs is under 128 µs");
+        assert_eq!(below(0.000256), 2);
+        assert_eq!(below(0.001024), 4);
+        assert_eq!(below(33.6), 4, "50 s is past the last bound");
+        assert_eq!(e.buckets.last().map(|b| (b.0, b.1)), Some((f64::MAX, 1)));
     }
 
     #[test]
