@@ -20,7 +20,8 @@ answers the way TF Serving does:
     model_server.py --port 8500 --model-name fraud --model-base-path models/fraud/saved_model
 
 `--model-base-path` holds numeric version directories (1/, 2/, ...), each a SavedModel; all are
-loaded at start. The server binds 127.0.0.1 only. `--port 0` picks a free port. Once serving it
+loaded at start. The server binds 127.0.0.1 only. `--port 0` picks a free port. `--tls-cert` and
+`--tls-key` serve TLS; `--tls-client-ca` also requires a client certificate from that authority. Once serving it
 prints `READY <port>` on stdout. SIGTERM or SIGINT stops it cleanly (exit status 0).
 """
 
@@ -314,8 +315,15 @@ def main() -> int:
         action="store_true",
         help="send outputs packed in tensor_content instead of typed value fields",
     )
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate chain (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca", type=Path, help="require a client certificate issued by this PEM authority (mutual TLS)"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        parser.error("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -329,7 +337,15 @@ def main() -> int:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if args.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())],
+            root_certificates=args.tls_client_ca.read_bytes() if args.tls_client_ca else None,
+            require_client_auth=bool(args.tls_client_ca),
+        )
+        port = server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
+    else:
+        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     if port == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{args.port}")
 

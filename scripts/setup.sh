@@ -29,7 +29,8 @@ COMPONENTIZE_QJS="componentize-qjs@0.4.5"
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- 1. Debian packages ----------------------------------------------------------------------
-apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev)
+# openssl makes the certificates of the model-server TLS test.
+apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev openssl)
 # Node and npm for the JavaScript plugin's build tool, unless a Node is installed already.
 if ! command -v npm >/dev/null 2>&1; then
     apt_packages+=(nodejs npm)

@@ -262,6 +262,30 @@ pub struct ModelSettings {
     pub breaker_failures: u32,
     /// First wait of the breaker before it probes the server; doubles while probes fail.
     pub breaker_cooldown: Duration,
+    /// TLS to the model server (`https://` endpoints); the system's roots when `None`.
+    pub tls: Option<TlsSettings>,
+}
+
+/// What the model client trusts and shows for TLS, read from PEM files at start-up.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    /// Certificates of the authorities the server's certificate must chain to; the system's
+    /// roots when `None`.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate chain and its private key, for servers that ask for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must carry; the endpoint's host when `None`.
+    pub domain: Option<String>,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("domain", &self.domain)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -440,10 +464,10 @@ fn read(
     let kafka = if mode == Mode::Offline && !kafka_given {
         KafkaSettings::default()
     } else {
-        read_kafka(root.section("kafka"))
+        read_kafka(root.section("kafka"), config_dir)
     };
     let model = read_model(root.section("model"), config_dir);
-    let plugin = read_plugin(root.section("plugin"), plugin, &kafka);
+    let plugin = read_plugin(root.section("plugin"), plugin, &kafka, config_dir);
     let pipeline = read_pipeline(root.section("pipeline"));
     let metrics = read_metrics(root.section("metrics"), mode);
     let log = read_log(root.section("log"));
@@ -496,7 +520,7 @@ fn read_log(mut s: Section<'_>) -> LogFormat {
     }
 }
 
-fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
+fn read_kafka(mut s: Section<'_>, config_dir: &Path) -> KafkaSettings {
     let brokers = s.string("brokers");
     let group_id = s.string("group-id");
     let input_topic = s.string("input-topic");
@@ -514,8 +538,8 @@ fn read_kafka(mut s: Section<'_>) -> KafkaSettings {
         Delivery::AtLeastOnce => CONSUMER_GUARDS,
         Delivery::ExactlyOnce { .. } => CONSUMER_GUARDS_EXACTLY_ONCE,
     };
-    let consumer = passthrough(&mut s, "consumer", consumer_guards);
-    let producer = passthrough(&mut s, "producer", PRODUCER_GUARDS);
+    let consumer = passthrough(&mut s, "consumer", consumer_guards, config_dir);
+    let producer = passthrough(&mut s, "producer", PRODUCER_GUARDS, config_dir);
     KafkaSettings {
         brokers,
         group_id,
@@ -578,8 +602,8 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-fn passthrough(s: &mut Section<'_>, key: &str, guards: &[Guard]) -> Passthrough {
-    Passthrough(s.section(key).string_map(guards))
+fn passthrough(s: &mut Section<'_>, key: &str, guards: &[Guard], dir: &Path) -> Passthrough {
+    Passthrough(s.section(key).string_map(guards, dir))
 }
 
 fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
@@ -605,6 +629,12 @@ fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
             format!("must not exceed max-in-flight ({max_in_flight}), found {min_in_flight}"),
         );
     }
+    let https = matches!(
+        &backend,
+        Some(Backend::TfServing { endpoint } | Backend::KServe { endpoint })
+            if endpoint.starts_with("https://")
+    );
+    let tls = read_tls(s.section("tls"), config_dir, https);
     let tensor_encoding = match s.optional_string("tensor-encoding").as_deref() {
         None | Some("raw") => TensorEncoding::Raw,
         Some("typed") => TensorEncoding::Typed,
@@ -637,7 +667,60 @@ fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
         },
         breaker_failures: s.count("breaker-failures", defaults::BREAKER_FAILURES, 10_000) as u32,
         breaker_cooldown: s.duration("breaker-cooldown", defaults::BREAKER_COOLDOWN),
+        tls,
     }
+}
+
+/// `model.tls`: PEM files relative to the config file, for an `https://` endpoint.
+fn read_tls(mut s: Section<'_>, config_dir: &Path, https: bool) -> Option<TlsSettings> {
+    let given = ["ca", "cert", "key", "domain"].map(|k| s.optional_string(k));
+    let [ca, cert, key, domain] = given;
+    if ca.is_none() && cert.is_none() && key.is_none() && domain.is_none() {
+        return None;
+    }
+    if !https {
+        s.problem(
+            "ca",
+            "model.tls applies to a model server reached over TLS: write the endpoint https://…",
+        );
+    }
+    let pem = |s: &mut Section<'_>, key: &str, path: Option<String>| {
+        let path = config_dir.join(path?);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => Some(bytes),
+            Ok(_) => {
+                s.problem(key, format!("{} holds no PEM block", path.display()));
+                None
+            }
+            Err(e) => {
+                s.problem(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    };
+    let ca = pem(&mut s, "ca", ca);
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            pem(&mut s, "cert", Some(cert)).zip(pem(&mut s, "key", Some(key)))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            s.problem(
+                "key",
+                "required with cert (the client certificate's private key)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            s.problem("cert", "required with key (the client certificate)");
+            None
+        }
+    };
+    Some(TlsSettings {
+        ca,
+        identity,
+        domain,
+    })
 }
 
 /// `model.endpoint` names a server, `model.path` an ONNX file (relative to the config file);
@@ -701,7 +784,12 @@ fn read_backend(s: &mut Section<'_>, config_dir: &Path) -> Option<Backend> {
     }
 }
 
-fn read_plugin(mut s: Section<'_>, path: &Path, kafka: &KafkaSettings) -> PluginSettings {
+fn read_plugin(
+    mut s: Section<'_>,
+    path: &Path,
+    kafka: &KafkaSettings,
+    config_dir: &Path,
+) -> PluginSettings {
     let memory_limit = s.bytes("memory-limit", defaults::PLUGIN_MEMORY_LIMIT);
     if memory_limit < 1 << 20 {
         s.problem(
@@ -718,7 +806,7 @@ fn read_plugin(mut s: Section<'_>, path: &Path, kafka: &KafkaSettings) -> Plugin
             Some(false) => None,
             _ => Some(s.duration("reload-interval", defaults::PLUGIN_RELOAD_INTERVAL)),
         },
-        settings: s.section("settings").string_map(&[]),
+        settings: s.section("settings").string_map(&[], config_dir),
         outputs: read_output_limits(&mut s, kafka),
         cache_dir: read_cache_dir(&mut s),
     }

@@ -2,6 +2,7 @@
 //! each with its full key path, instead of stopping at the first one. Whatever keys are left in a
 //! table once its section has been read are reported as unknown.
 
+use std::path::Path;
 use std::time::Duration;
 
 use toml::{Table, Value};
@@ -228,7 +229,11 @@ impl<'p> Section<'p> {
     /// Reads every entry of this section as a string (numbers and booleans are written out as
     /// TOML spells them), for maps passed on as they are. A key a guard owns, or set to a value its
     /// guard does not allow, is reported with the guard's reason.
-    pub(crate) fn string_map(mut self, guards: &[Guard]) -> Vec<(String, String)> {
+    ///
+    /// A value may instead be read from elsewhere, so that secrets stay out of the file:
+    /// `{ env = "NAME" }` takes an environment variable, `{ file = "path" }` a file's contents
+    /// (relative to `dir`, the config file's directory; one trailing newline dropped).
+    pub(crate) fn string_map(mut self, guards: &[Guard], dir: &Path) -> Vec<(String, String)> {
         let table = std::mem::take(&mut self.table);
         let mut out = Vec::with_capacity(table.len());
         for (key, value) in table {
@@ -242,11 +247,18 @@ impl<'p> Section<'p> {
                 Value::Integer(i) => i.to_string(),
                 Value::Float(f) => f.to_string(),
                 Value::Boolean(b) => b.to_string(),
+                Value::Table(source) => match from_elsewhere(&source, dir) {
+                    Ok(text) => text,
+                    Err(message) => {
+                        self.problem(&key, message);
+                        continue;
+                    }
+                },
                 other => {
                     self.problem(
                         &key,
                         format!(
-                            "expected a string, number or boolean, found {}",
+                            "expected a string, number, boolean, {{ env = \"NAME\" }} or {{ file = \"path\" }}, found {}",
                             describe(&other)
                         ),
                     );
@@ -269,6 +281,46 @@ impl<'p> Section<'p> {
             out.push((key, text));
         }
         out
+    }
+}
+
+/// A value named by `{ env = "NAME" }` or `{ file = "path" }`.
+fn from_elsewhere(source: &Table, dir: &Path) -> Result<String, String> {
+    let one = |what: &str| -> Result<&str, String> {
+        match source.get(what) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            _ => Err(format!("{what} must be a non-empty string")),
+        }
+    };
+    match (
+        source.len(),
+        source.contains_key("env"),
+        source.contains_key("file"),
+    ) {
+        (1, true, false) => {
+            let name = one("env")?;
+            std::env::var(name).map_err(|e| match e {
+                std::env::VarError::NotPresent => {
+                    format!("names the environment variable {name}, which is not set")
+                }
+                std::env::VarError::NotUnicode(_) => {
+                    format!("names the environment variable {name}, which is not UTF-8")
+                }
+            })
+        }
+        (1, false, true) => {
+            let path = dir.join(one("file")?);
+            let mut text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("names {}, which cannot be read: {e}", path.display()))?;
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            Ok(text)
+        }
+        _ => Err("expected { env = \"NAME\" } or { file = \"path\" }, one key alone".to_owned()),
     }
 }
 
@@ -332,6 +384,48 @@ mod tests {
 
     fn table(src: &str) -> Table {
         src.parse().expect("test TOML parses")
+    }
+
+    #[test]
+    fn values_come_from_the_environment_or_a_file() {
+        let dir = std::env::temp_dir().join(format!("streaminfer-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("password"), "s3cret\n").expect("write");
+        let path = std::env::var("PATH").expect("PATH is set");
+        let mut problems = Vec::new();
+        let map = Section::new(
+            "kafka.consumer",
+            table(
+                r#"
+                "sasl.password" = { file = "password" }
+                "client.id" = { env = "PATH" }
+                "a" = { env = "STREAMINFER_TEST_NEVER_SET" }
+                "b" = { file = "missing" }
+                "c" = { env = "PATH", file = "password" }
+                "#,
+            ),
+            &mut problems,
+        )
+        .string_map(&[], &dir);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            map.contains(&("sasl.password".into(), "s3cret".into())),
+            "{map:?}"
+        );
+        assert!(map.contains(&("client.id".into(), path)), "{map:?}");
+        assert_eq!(map.len(), 2);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["kafka.consumer.a", "kafka.consumer.b", "kafka.consumer.c"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains("STREAMINFER_TEST_NEVER_SET is not set")
+        );
+        assert!(problems[1].message.contains("cannot read"));
     }
 
     #[test]

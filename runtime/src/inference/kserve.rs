@@ -15,7 +15,7 @@ use streaminfer_proto::inference::{
 use tonic::transport::Channel;
 
 use super::InferenceError;
-use super::channels::Channels;
+use super::channels::{Channels, startup_call};
 use super::describe::{ModelDescription, ModelTensor};
 use super::tensor::{TensorError, data_len, from_le, le};
 use crate::config::{ModelSettings, TensorEncoding};
@@ -76,12 +76,13 @@ impl KServe {
             message,
         };
         let mut client = self.client();
-        let server = within(
+        let server = startup_call(
+            &self.endpoint,
             s.connect_timeout,
             client.server_ready(ServerReadyRequest {}),
+            fail,
         )
-        .await
-        .map_err(fail)?;
+        .await?;
         if !server.ready {
             return Err(fail("the server says it is not ready".into()));
         }
@@ -89,10 +90,14 @@ impl KServe {
             name: s.name.clone(),
             version: self.version.clone(),
         };
-        if !within(s.connect_timeout, client.model_ready(ready))
-            .await
-            .map_err(fail)?
-            .ready
+        if !startup_call(
+            &self.endpoint,
+            s.connect_timeout,
+            client.model_ready(ready),
+            fail,
+        )
+        .await?
+        .ready
         {
             return Err(fail("the server says the model is not ready".into()));
         }
@@ -100,9 +105,13 @@ impl KServe {
             name: s.name.clone(),
             version: self.version.clone(),
         };
-        let metadata = within(s.connect_timeout, client.model_metadata(request))
-            .await
-            .map_err(fail)?;
+        let metadata = startup_call(
+            &self.endpoint,
+            s.connect_timeout,
+            client.model_metadata(request),
+            fail,
+        )
+        .await?;
         let tensors =
             |ts: Vec<streaminfer_proto::inference::model_metadata_response::TensorMetadata>| {
                 ts.into_iter()
@@ -184,18 +193,6 @@ impl KServe {
             },
         };
         Ok(InferenceResponse { model, outputs })
-    }
-}
-
-/// Awaits a start-up call for at most `limit`, as a message on failure.
-async fn within<T>(
-    limit: std::time::Duration,
-    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, call).await {
-        Err(_) => Err(format!("no answer within {limit:?}")),
-        Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
-        Ok(Ok(response)) => Ok(response.into_inner()),
     }
 }
 

@@ -10,7 +10,7 @@ use streaminfer_proto::tensorflow::{DataType, SignatureDef, TensorInfo};
 use tonic::transport::Channel;
 
 use super::InferenceError;
-use super::channels::Channels;
+use super::channels::{Channels, startup_call};
 use super::describe::{ModelDescription, ModelTensor};
 use super::tensor::{TensorError, from_proto, to_proto};
 use crate::config::ModelSettings;
@@ -85,14 +85,13 @@ impl TfServing {
             model_spec: Some(self.model_spec(None)),
             metadata_field: vec![SIGNATURE_DEF_FIELD.to_owned()],
         };
-        let response =
-            tokio::time::timeout(s.connect_timeout, self.client().get_model_metadata(request))
-                .await
-                .map_err(|_| metadata_error(format!("no answer within {:?}", s.connect_timeout)))?
-                .map_err(|status| {
-                    metadata_error(format!("{}: {}", status.code(), status.message()))
-                })?
-                .into_inner();
+        let response = startup_call(
+            &self.endpoint,
+            s.connect_timeout,
+            self.client().get_model_metadata(request),
+            metadata_error,
+        )
+        .await?;
         // TF Serving's default signature when none is configured.
         let signature = s.signature.as_deref().unwrap_or("serving_default");
         let Some(any) = response.metadata.get(SIGNATURE_DEF_FIELD) else {
