@@ -423,9 +423,9 @@ mod tests {
         assert!(
             problems[0]
                 .message
-                .contains("STREAMINFER_TEST_NEVER_SET is not set")
+                .contains("STREAMINFER_TEST_NEVER_SET, which is not set")
         );
-        assert!(problems[1].message.contains("cannot read"));
+        assert!(problems[1].message.contains("cannot be read"));
     }
 
     #[test]
