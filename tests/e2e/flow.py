@@ -1,9 +1,11 @@
 """What the end-to-end tests share about driving a runtime: how long to wait, reading a topic
-while the runtime works, and the overrides that pick the embedded model."""
+while the runtime works, the overrides that pick the embedded model, and asking its HTTP
+endpoint."""
 
 from __future__ import annotations
 
 import time
+import urllib.error
 
 from streamtools import kafka, services
 
@@ -34,3 +36,24 @@ def some(items, n: int = 5) -> str:
 def embedded(overrides: dict[str, object]) -> dict[str, object]:
     """The overrides without the model server: the config file's embedded ONNX model."""
     return {k: v for k, v in overrides.items() if k not in ("model.backend", "model.endpoint")}
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET, 4xx and 5xx included."""
+    try:
+        with services.loopback_opener().open(url, timeout=timeout) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def wait_for(what: str, check, timeout: float, every: float = 0.5):
+    """Polls ``check`` until it returns something true; returns it, or fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from collections import Counter
 
 import numpy as np

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from collections import Counter
 
 import pytest

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from streamtools import fraud, kafka, paths, services
+from streamtools import fraud, kafka, services
 
 from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, read_while_running, some
 from test_fraud_pipeline import SEED

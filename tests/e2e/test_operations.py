@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-import urllib.error
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from streamtools import fraud, kafka, paths, services
 
-from flow import OUTPUT_TIMEOUT, read_while_running
+from flow import OUTPUT_TIMEOUT, get, read_while_running, wait_for
 
 SEED = 20261202
 COUNT = 2_000
 POISON = 3
-
-
-def get(url: str, timeout: float = 5.0) -> tuple[int, str, str]:
-    """(status, content type, body) of a GET, 4xx and 5xx included."""
-    try:
-        with services.loopback_opener().open(url, timeout=timeout) as response:
-            return response.status, response.headers.get("Content-Type", ""), response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
 
 
 def scrape(base: str) -> dict[str, list]:
@@ -48,18 +37,6 @@ def value(samples: dict[str, list], name: str, **labels: str) -> float:
     matching = [s for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(matching) == 1, f"{name}{labels}: {matching or 'no sample'}"
     return matching[0].value
-
-
-def wait_for(what: str, check, timeout: float, every: float = 0.5):
-    """Polls ``check`` until it returns something true; returns it, or fails naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
 
 
 def test_metrics_describe_the_run_and_logs_are_json(broker, topics, overrides, start_runtime):
