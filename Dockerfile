@@ -10,12 +10,13 @@
 # paths hold. Compiled plugins are cached in /var/cache/streaminfer (mount a volume, or an
 # emptyDir in Kubernetes, to keep them across restarts of the container).
 
+# The Rust toolchain itself, with the wasm32-wasip2 target, is the one rust-toolchain.toml names:
+# rustup installs it at the first cargo command, whatever this image ships.
 FROM rust:1.95-slim-bookworm AS build
 # librdkafka is built from source (rdkafka's default build): a C toolchain, OpenSSL and zlib.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
-RUN rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
 RUN cargo build --locked --release -p streaminfer-runtime \

@@ -104,8 +104,12 @@ def run(args, started: list[services.Service]) -> int:
         began = time.monotonic()
         deadline = began + args.timeout
         shown_at = 0.0
+        first_at = None
         while len(scored) < args.count and time.monotonic() < deadline and runtime.running():
             scored += out_reader.read(args.count - len(scored), timeout=1.0)
+            if scored and first_at is None:
+                first_at = time.monotonic()
+                print(f"    first scored record {first_at - began:.1f}s after the runtime started", flush=True)
             if sys.stdout.isatty():
                 print(f"\r    scored {len(scored):,} of {args.count:,}", end="", flush=True)
             elif time.monotonic() - shown_at > 5 or len(scored) == args.count:

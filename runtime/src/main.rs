@@ -271,10 +271,19 @@ fn init_logging(format: LogFormat) {
             .with_current_span(false)
             .init(),
     }
+    LOGGING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether the log writer is installed: from then on, errors go through it (as JSON when the
+/// config says so); before (a config that cannot be read), plainly to standard error.
+static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
+    if LOGGING.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(error = %message, "stopped");
+    } else {
+        eprintln!("error: {message}");
+    }
     ExitCode::FAILURE
 }
 

@@ -57,13 +57,16 @@ def test_metrics_describe_the_run_and_logs_are_json(broker, topics, overrides, s
         dead = sum(s.value for s in samples.get("streaminfer_records_dead_lettered_total", []))
         lags = samples.get("streaminfer_kafka_committed_offset", [])
         committed = sum(s.value for s in lags)
-        if dead == POISON and len(lags) == 4 and committed == len(inputs):
+        behind = [s.value for s in samples.get("streaminfer_kafka_consumer_lag", [])]
+        in_flight = value(samples, "streaminfer_records_in_flight")
+        if dead == POISON and len(lags) == 4 and committed == len(inputs) and behind == [0] * 4 and in_flight == 0:
             return samples
         settled.last = (dead, [(s.labels, s.value) for s in lags])
         return None
 
-    # Dead letters are counted once produced; committed offsets come from librdkafka's
-    # statistics (every 5 s) after the commit (every 5 s).
+    # Dead letters are counted once produced; committed offsets and lag come from librdkafka's
+    # statistics (every 5 s) after the commit (every 5 s); records in flight are counted at
+    # each progress line (every 10 s).
     settled.last = None
     try:
         samples = wait_for("dead letters counted and every offset committed", settled, timeout=40)
@@ -73,15 +76,13 @@ def test_metrics_describe_the_run_and_logs_are_json(broker, topics, overrides, s
     assert value(samples, "streaminfer_records_consumed_total") == len(inputs)
     assert value(samples, "streaminfer_records_produced_total") == COUNT
     assert value(samples, "streaminfer_records_dead_lettered_total", reason="invalid-record", fault="record") == POISON
-    assert value(samples, "streaminfer_records_in_flight") == 0
     assert value(samples, "streaminfer_kafka_assigned_partitions") == 4
-    for sample in samples["streaminfer_kafka_consumer_lag"]:
-        assert sample.value <= 0 or sample.value == -1, f"no lag is left after the run: {sample}"
 
     # Model calls: at least one try answered, none failed; each try timed.
     ok = value(samples, "streaminfer_model_calls_total", backend="tf-serving", status="ok")
     assert ok >= 1
-    assert [s for s in samples["streaminfer_model_calls_total"] if s.labels["status"] != "ok"] == []
+    failed = [s for s in samples["streaminfer_model_calls_total"] if s.labels["status"] != "ok"]
+    assert len(failed) > 10 and all(s.value == 0 for s in failed), "every status is a series, none counted"
     assert value(samples, "streaminfer_model_call_duration_seconds_count", backend="tf-serving") == ok
     rows = value(samples, "streaminfer_model_call_rows_sum", backend="tf-serving")
     assert rows == COUNT, "every scored record is one row of one call"
@@ -92,7 +93,9 @@ def test_metrics_describe_the_run_and_logs_are_json(broker, topics, overrides, s
     # The plugin: every prepare and complete call timed, nothing trapped.
     assert value(samples, "streaminfer_plugin_call_duration_seconds_count", export="prepare") >= 1
     assert value(samples, "streaminfer_plugin_call_duration_seconds_count", export="complete") >= 1
-    assert samples.get("streaminfer_plugin_faults_total", []) == []
+    faults = samples["streaminfer_plugin_faults_total"]
+    assert {s.labels["scope"] for s in faults} == {"batch", "record"}
+    assert all(s.value == 0 for s in faults), faults
     digest = "sha256:" + hashlib.sha256(paths.fraud_plugin().read_bytes()).hexdigest()
     assert value(samples, "streaminfer_plugin_info", digest=digest) == 1
     assert value(samples, "streaminfer_model_info", backend="tf-serving", model="fraud", version="1") == 1
@@ -111,6 +114,8 @@ def test_metrics_describe_the_run_and_logs_are_json(broker, topics, overrides, s
         assert {"timestamp", "level", "message"} <= event.keys(), line
     messages = [json.loads(line)["message"] for line in lines]
     assert "running" in messages and "stopped" in messages
+    # The endpoint holds no part of the pipeline past its end: the consumer closes at shutdown.
+    assert not [m for m in messages if "still referenced" in m], messages
 
 
 def test_readiness_follows_the_model_server(broker, topics, overrides, start_runtime, tmp_path):

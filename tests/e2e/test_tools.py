@@ -12,7 +12,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from models.fraud import data
-from streamtools import fraud, kafka
+from streamtools import fraud, kafka, paths
 
 
 def test_generator_is_seeded_and_has_the_schema():
@@ -71,3 +71,15 @@ def test_produce_read_and_committed_offsets(broker):
     finally:
         consumer.close()
     assert kafka.committed_offsets(broker.bootstrap, group, topic) == {0: None, 1: 7, 2: None}
+
+
+def test_the_demo_environment_pins_what_the_test_environment_pins():
+    """`scripts/setup.sh --demo` installs requirements-demo.txt alone; its versions are those the
+    tests run with, so the demo runs what was tested."""
+    def pins(name: str) -> dict[str, str]:
+        lines = (paths.REPO / name).read_text().splitlines()
+        return dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+
+    demo, full = pins("requirements-demo.txt"), pins("requirements.txt")
+    assert demo, "the demo needs the Kafka client at least"
+    assert {name: full.get(name) for name in demo} == demo

@@ -172,8 +172,17 @@ pub struct Settings {
     pub plugin: PluginSettings,
     pub pipeline: PipelineSettings,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
-    pub metrics: Option<std::net::SocketAddr>,
+    pub metrics: Option<MetricsSettings>,
     pub log: LogFormat,
+}
+
+/// The HTTP endpoint of metrics and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: std::net::SocketAddr,
+    /// Whether the address was configured: one that cannot be bound then stops start-up; the
+    /// default one only earns a warning (another runtime on this host may hold it).
+    pub configured: bool,
 }
 
 /// How log lines are written to standard error.
@@ -288,7 +297,7 @@ impl fmt::Debug for TlsSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginSettings {
     pub path: PathBuf,
     /// Linear memory one instance may grow to, in bytes.
@@ -306,6 +315,23 @@ pub struct PluginSettings {
     pub outputs: OutputLimits,
     /// Where compiled plugins are kept between runs; `None`: compiled at every start.
     pub cache_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for PluginSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The settings may hold secrets read from the environment or a file.
+        let settings = Passthrough(self.settings.clone());
+        f.debug_struct("PluginSettings")
+            .field("path", &self.path)
+            .field("memory_limit", &self.memory_limit)
+            .field("call_timeout", &self.call_timeout)
+            .field("workers", &self.workers)
+            .field("settings", &settings)
+            .field("reload", &self.reload)
+            .field("outputs", &self.outputs)
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
 }
 
 /// What the host accepts of the outputs a plugin makes from one input record.
@@ -483,15 +509,15 @@ fn read(
 
 /// `metrics.listen`: an address, or `"off"`. Streaming serves on the default address unless
 /// told otherwise; `replay` and `check` never serve.
-fn read_metrics(mut s: Section<'_>, mode: Mode) -> Option<std::net::SocketAddr> {
+fn read_metrics(mut s: Section<'_>, mode: Mode) -> Option<MetricsSettings> {
     let listen = s.optional_string("listen");
-    let listen = match listen.as_deref() {
-        None if mode == Mode::Stream => defaults::METRICS_LISTEN,
+    let (listen, configured) = match listen.as_deref() {
+        None if mode == Mode::Stream => (defaults::METRICS_LISTEN, false),
         None | Some("off") => return None,
-        Some(given) => given,
+        Some(given) => (given, true),
     };
     match listen.parse() {
-        Ok(address) if mode == Mode::Stream => Some(address),
+        Ok(listen) if mode == Mode::Stream => Some(MetricsSettings { listen, configured }),
         Ok(_) => None,
         Err(_) => {
             s.problem(

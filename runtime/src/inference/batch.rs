@@ -55,7 +55,7 @@ struct StackKey<'a> {
 }
 
 /// The leading size shared by every input of `request`, when it can be stacked at all.
-fn rows(request: &InferenceRequest) -> Option<usize> {
+pub(crate) fn rows(request: &InferenceRequest) -> Option<usize> {
     let first = *request.inputs.first()?.shape.first()?;
     let all_agree = request
         .inputs

@@ -348,15 +348,11 @@ impl Inference {
         requests: &[&InferenceRequest],
         group: &[usize],
     ) -> Vec<Result<InferenceResponse, InferenceError>> {
-        let rows = batch::rows_of(requests, group);
-        self.inner
-            .stats
-            .rows
-            .observe(rows.iter().sum::<usize>() as f64);
         if let [single] = group {
             return vec![self.call(requests[*single]).await];
         }
         let stacked = batch::stack(requests, group);
+        let rows = batch::rows_of(requests, group);
         match self.call(&stacked).await {
             Ok(response) => match batch::split(response, &rows) {
                 Ok(parts) => parts.into_iter().map(Ok).collect(),
@@ -388,6 +384,10 @@ impl Inference {
             let result = inner.backend.predict(request).await;
             inner.stats.latency.record(started.elapsed());
             inner.stats.tried(result.as_ref().map(drop));
+            inner
+                .stats
+                .rows
+                .record(batch::rows(request).unwrap_or(1) as u64);
             slot.finish(match &result {
                 Ok(_) => Outcome::Answered(Duration::ZERO),
                 Err(e) if e.is_overload() => Outcome::Overloaded,
@@ -402,6 +402,7 @@ impl Inference {
                 Err(error) if error.is_retryable() => {
                     if ticket.failed() {
                         // The server is down: the call waits for it and keeps its budget.
+                        inner.stats.retried();
                         continue;
                     }
                     failures += 1;

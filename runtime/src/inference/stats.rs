@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tonic::Code;
 
 use super::InferenceError;
-use crate::metrics::{Histogram, counts_histogram};
+use crate::metrics::{Counts, Histogram};
 
 /// How one try ended, as the `status` label says it: `ok`, a gRPC code in snake case, or what
 /// went wrong before or after the wire.
@@ -58,8 +58,8 @@ pub(crate) struct CallStats {
     retries: AtomicU64,
     /// How long the backend took to answer each try.
     pub(crate) latency: Histogram,
-    /// Rows per call (stacked requests count each of their rows).
-    pub(crate) rows: prometheus_client::metrics::histogram::Histogram,
+    /// Rows per try (stacked requests count each of their rows).
+    pub(crate) rows: Counts,
     /// Whether the server answered the last readiness probe (always, for an embedded model).
     reachable: AtomicBool,
 }
@@ -70,7 +70,7 @@ impl Default for CallStats {
             tries: std::array::from_fn(|_| AtomicU64::new(0)),
             retries: AtomicU64::new(0),
             latency: Histogram::default(),
-            rows: counts_histogram(),
+            rows: Counts::default(),
             reachable: AtomicBool::new(true),
         }
     }
@@ -97,13 +97,13 @@ impl CallStats {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// Tries so far by status; statuses never seen are left out.
+    /// Tries so far by status, every status (a series that starts at zero lets `rate()` see
+    /// its first increase).
     pub(crate) fn tries(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         STATUSES
             .iter()
             .zip(&self.tries)
             .map(|(s, n)| (*s, n.load(Ordering::Relaxed)))
-            .filter(|(s, n)| *n > 0 || *s == "ok")
     }
 }
 
@@ -133,7 +133,12 @@ mod tests {
         stats.tried(Err(&deadline));
         stats.tried(Ok(()));
         stats.tried(Ok(()));
-        let seen: Vec<_> = stats.tries().collect();
+        let seen: Vec<_> = stats.tries().filter(|(_, n)| *n > 0).collect();
         assert_eq!(seen, [("ok", 2), ("deadline_exceeded", 1)]);
+        assert_eq!(
+            stats.tries().count(),
+            STATUSES.len(),
+            "every status, zero or not"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Error;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -38,10 +38,10 @@ impl Collector for Exporter {
         let ready = u64::from(self.health.readiness().is_ok());
         gauge(&mut e, "ready", "1 when /readyz answers ready.", ready)?;
         if let Some(parts) = self.health.parts() {
-            pipeline(&mut e, parts)?;
-            model(&mut e, parts)?;
-            plugin(&mut e, parts)?;
-            kafka(&mut e, parts)?;
+            pipeline(&mut e, &parts)?;
+            model(&mut e, &parts)?;
+            plugin(&mut e, &parts)?;
+            kafka(&mut e, &parts)?;
         }
         Ok(())
     }
@@ -91,13 +91,12 @@ fn pipeline(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
             ([("stage", "acknowledged")], c.to_acknowledge.exported()),
         ],
     )?;
-    let m = e.encode_descriptor(
+    count_histograms(
+        e,
         "batch_records",
         "Records per batch handed to the plugin.",
-        None,
-        MetricType::Histogram,
+        [(NO_LABELS, c.batch_records.exported())],
     )?;
-    c.batch_records.encode(m)?;
     counter(
         e,
         "transactions_committed",
@@ -138,7 +137,7 @@ fn model(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
     counters(
         e,
         "model_retries",
-        "Model calls tried again after a failure that may pass.",
+        "Tries made again after a failure that may pass, or after waiting for the breaker.",
         [([("backend", backend)], stats.retries())],
     )?;
     histograms(
@@ -147,15 +146,12 @@ fn model(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
         "How long the model took to answer one try of a call.",
         [([("backend", backend)], stats.latency.exported())],
     )?;
-    let mut m = e.encode_descriptor(
+    count_histograms(
+        e,
         "model_call_rows",
-        "Rows per model call (requests stacked into one call count each row).",
-        None,
-        MetricType::Histogram,
+        "Rows per try of a model call (requests stacked into one call count each row).",
+        [([("backend", backend)], stats.rows.exported())],
     )?;
-    stats
-        .rows
-        .encode(m.encode_family(&[("backend", backend)])?)?;
     gauges(
         e,
         "model_concurrency_limit",
@@ -198,8 +194,10 @@ fn plugin(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
     counters(
         e,
         "plugin_faults",
-        "Plugin calls that trapped, ran out of time or memory, or miscounted, and results the host refused, by the reason their records get.",
-        stats.faults().map(|(r, n)| ([("reason", r.code())], n)),
+        "Plugin calls that trapped, ran out of time or memory, or miscounted, and results the host refused, by the reason their records get; scope=batch: a batch call, whose records are then asked one by one; scope=record: one record alone (dead-lettered for it).",
+        stats
+            .faults()
+            .map(|(scope, r, n)| ([("scope", scope.name()), ("reason", r.code())], n)),
     )?;
     counter(
         e,
@@ -249,11 +247,11 @@ fn kafka(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
     }
     let mut m = e.encode_descriptor(
         "kafka_consumer_lag",
-        "Records between the committed offset and the end of each assigned partition (librdkafka statistics; -1 when unknown).",
+        "Records between the committed offset and the end of each assigned partition (the last stable offset for read_committed); -1 when unknown.",
         None,
         MetricType::Gauge,
     )?;
-    for (labels, v) in labelled(|l| l.lag) {
+    for (labels, v) in labelled(crate::source::PartitionLag::lag) {
         m.encode_family(&labels)?.encode_gauge(&v)?;
     }
     Ok(())
@@ -292,6 +290,24 @@ fn gauges<L: EncodeLabelSet>(
     let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in values {
         m.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+/// No labels, for a histogram family of one.
+const NO_LABELS: [(&str, &str); 0] = [];
+
+/// Histograms of counts (no unit).
+fn count_histograms<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, Exported)>,
+) -> Result<(), Error> {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in values {
+        m.encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
     }
     Ok(())
 }

@@ -1,8 +1,7 @@
 //! Liveness and readiness, as `/healthz` and `/readyz` answer them.
 //!
-//! - Live: the process is starting, or its pipeline loop has turned within
-//!   [`LIVE_WITHIN`] (the loop wakes at least every progress line, 10 s), or it is draining for a
-//!   shutdown. A pipeline that has stopped, or a loop stuck past that bound, is not live: the
+//! - Live: the process is starting, or its pipeline loop has reached its progress line (every
+//!   10 s) within [`LIVE_WITHIN`], or it is draining for a shutdown. A pipeline that has stopped, or a loop stuck past that bound, is not live: the
 //!   orchestrator should restart the process.
 //! - Ready: the pipeline runs, this member owns at least one partition, the model server
 //!   answered the last probe, and the circuit breaker is closed. Not ready is not a fault: a
@@ -10,7 +9,7 @@
 //!   model server is away; both recover by themselves.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::pipeline::Stages;
@@ -24,10 +23,18 @@ const RUNNING: u8 = 1;
 const STOPPING: u8 = 2;
 const STOPPED: u8 = 3;
 
-/// What the running runtime is made of, for health and metrics.
+/// What the running runtime is made of, for health and metrics, while it runs.
 pub(crate) struct Parts {
     pub(crate) stages: Arc<Stages>,
     pub(crate) source: Arc<Source>,
+}
+
+/// Weak handles, so that the pipeline's shutdown still holds the last references to the
+/// consumer (to close it and leave the group) and to the plugin pool (to stop its threads).
+#[derive(Debug)]
+struct Running {
+    stages: Weak<Stages>,
+    source: Weak<Source>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -43,13 +50,16 @@ impl std::fmt::Debug for Parts {
 #[derive(Debug, Default)]
 pub struct Health {
     phase: AtomicU8,
-    parts: OnceLock<Parts>,
+    parts: OnceLock<Running>,
 }
 
 impl Health {
     /// The pipeline is assembled and about to run.
-    pub(crate) fn running(&self, stages: Arc<Stages>, source: Arc<Source>) {
-        let _ = self.parts.set(Parts { stages, source });
+    pub(crate) fn running(&self, stages: &Arc<Stages>, source: &Arc<Source>) {
+        let _ = self.parts.set(Running {
+            stages: Arc::downgrade(stages),
+            source: Arc::downgrade(source),
+        });
         self.phase.store(RUNNING, Ordering::Relaxed);
     }
 
@@ -63,8 +73,13 @@ impl Health {
         self.phase.store(STOPPED, Ordering::Relaxed);
     }
 
-    pub(crate) fn parts(&self) -> Option<&Parts> {
-        self.parts.get()
+    /// The parts, while the pipeline holds them.
+    pub(crate) fn parts(&self) -> Option<Parts> {
+        let running = self.parts.get()?;
+        Some(Parts {
+            stages: running.stages.upgrade()?,
+            source: running.source.upgrade()?,
+        })
     }
 
     /// `Ok` when live; otherwise why not.
@@ -121,8 +136,10 @@ impl Health {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Some(parts) = self.parts() {
-                parts.stages.inference.probe().await;
+            // Only the model client is held across the call, never the consumer.
+            let model = self.parts().map(|p| p.stages.inference.clone());
+            if let Some(model) = model {
+                model.probe().await;
             }
         }
     }

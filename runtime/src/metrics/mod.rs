@@ -39,7 +39,7 @@ pub struct Counters {
     pub(crate) to_produce: Histogram,
     pub(crate) to_acknowledge: Histogram,
     /// Records per batch handed to the plugin.
-    pub(crate) batch_records: prometheus_client::metrics::histogram::Histogram,
+    pub(crate) batch_records: Counts,
 }
 
 impl Default for Counters {
@@ -59,7 +59,7 @@ impl Default for Counters {
             dead_lettered_by: std::array::from_fn(|_| AtomicU64::new(0)),
             to_produce: Histogram::default(),
             to_acknowledge: Histogram::default(),
-            batch_records: counts_histogram(),
+            batch_records: Counts::default(),
         }
     }
 }
@@ -67,11 +67,45 @@ impl Default for Counters {
 /// `last_turn` before the first turn.
 const NEVER: u64 = u64::MAX;
 
-/// A histogram of counts (records, rows): 1, 2, 4, … 4096 and above.
-pub(crate) fn counts_histogram() -> prometheus_client::metrics::histogram::Histogram {
-    prometheus_client::metrics::histogram::Histogram::new(
-        prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 13),
-    )
+/// Powers of two a [`Counts`] histogram has bounds at: 1, 2, 4, … 4096, then the rest.
+const COUNT_POWERS: usize = 13;
+
+/// A histogram of counts (records, rows) with bounds at powers of two; lock-free.
+#[derive(Debug)]
+pub(crate) struct Counts {
+    /// `counts[k]` holds values in (2^(k-1), 2^k]; the last one everything above 2^12.
+    counts: [AtomicU64; COUNT_POWERS + 1],
+    sum: AtomicU64,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Counts {
+    pub(crate) fn record(&self, n: u64) {
+        // The smallest k with n <= 2^k: 0 for 0 and 1, 1 for 2, 2 for 3 and 4, ...
+        let k = (64 - n.saturating_sub(1).leading_zeros()) as usize;
+        self.counts[k.min(COUNT_POWERS)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn exported(&self) -> Exported {
+        let mut buckets: Vec<(f64, u64)> = (0..COUNT_POWERS)
+            .map(|k| ((1u64 << k) as f64, self.counts[k].load(Ordering::Relaxed)))
+            .collect();
+        buckets.push((f64::MAX, self.counts[COUNT_POWERS].load(Ordering::Relaxed)));
+        Exported {
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+            sum: self.sum.load(Ordering::Relaxed) as f64,
+        }
+    }
 }
 
 /// Sub-buckets per power of two: a quantile is read to within 2^(1/4), about 19%.
@@ -244,7 +278,8 @@ impl Counters {
             .iter()
             .map(|&r| (r, self.dead_lettered_by[r as usize].load(Ordering::Relaxed)))
     }
-    /// The pipeline's loop turned, with `records` consumed but not finished: its heartbeat.
+    /// The pipeline's loop is turning (called at each progress line, every 10 s), with
+    /// `records` consumed but not finished: its heartbeat.
     pub fn turned(&self, records: usize) {
         self.in_flight.store(records as u64, Ordering::Relaxed);
         let at = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -266,7 +301,7 @@ impl Counters {
     }
     /// A batch of `records` went to the plugin.
     pub fn batch(&self, records: usize) {
-        self.batch_records.observe(records as f64);
+        self.batch_records.record(records as u64);
     }
     /// A record's outputs (or its dead letter) went to the producer this long after it arrived.
     pub fn produced_after(&self, latency: Duration) {
@@ -351,6 +386,24 @@ mod tests {
         assert_eq!(below(0.001024), 4);
         assert_eq!(below(33.6), 4, "50 s is past the last bound");
         assert_eq!(e.buckets.last().map(|b| (b.0, b.1)), Some((f64::MAX, 1)));
+    }
+
+    #[test]
+    fn counts_land_at_or_below_their_bound() {
+        let c = Counts::default();
+        for n in [1, 2, 3, 4, 5, 256, 257, 5000] {
+            c.record(n);
+        }
+        let e = c.exported();
+        let at = |bound: f64| e.buckets.iter().find(|b| b.0 == bound).map(|b| b.1);
+        assert_eq!(at(1.0), Some(1));
+        assert_eq!(at(2.0), Some(1));
+        assert_eq!(at(4.0), Some(2), "3 and 4");
+        assert_eq!(at(8.0), Some(1));
+        assert_eq!(at(256.0), Some(1), "a full batch of 256 is at most 256");
+        assert_eq!(at(512.0), Some(1));
+        assert_eq!(at(f64::MAX), Some(1), "5000 is past 4096");
+        assert_eq!((e.count, e.sum), (8, 5528.0));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP endpoint an orchestrator and Prometheus talk to: `GET /metrics` (the OpenMetrics
 //! text format), `GET /healthz` and `GET /readyz` (200, or 503 with the reasons in the body).
-//! HTTP/1.1 only, a bounded number of connections, and a deadline on reading each request, so
-//! that a slow or hostile client cannot hold the runtime's resources.
+//! HTTP/1.1 only, one request per connection, a bounded number of connections, a deadline on
+//! reading each request and on each connection, so that a slow or hostile client cannot hold
+//! the runtime's resources for long.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use super::health::Health;
 const CONNECTIONS_AT_MOST: usize = 16;
 /// How long a client may take to send a request's headers.
 const HEADERS_WITHIN: Duration = Duration::from_secs(5);
+/// How long one connection may last, however slowly its client reads: a client that asks and
+/// never reads gives its place back.
+const CONNECTION_AT_MOST: Duration = Duration::from_secs(10);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -64,13 +68,18 @@ async fn serve(listener: TcpListener, health: Arc<Health>, registry: Arc<Registr
                 let answer = answer(&request, &health, &registry);
                 async move { Ok::<_, Infallible>(answer) }
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            // One request per connection: probes and scrapes come seconds apart.
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADERS_WITHIN)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "metrics endpoint: connection ended with an error");
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_AT_MOST, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "metrics endpoint: connection ended with an error");
+                }
+                Err(_) => tracing::debug!("metrics endpoint: connection cut at its time limit"),
             }
             drop(permit);
         });

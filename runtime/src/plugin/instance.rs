@@ -11,7 +11,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
-use super::{Export, LoadedPlugin, PluginError, StoreState, guard};
+use super::{Export, LoadedPlugin, PluginError, Scope, StoreState, guard};
 use crate::contract::{
     Completion, Decision, InputRecord, ModelRequirements, OutputRecord, PluginError as GuestError,
 };
@@ -241,7 +241,7 @@ impl Instance {
     /// Counts a result the host refused.
     fn refused_if_err(&self, checked: Result<(), Failure>) -> Result<(), Failure> {
         if let Err(failure) = &checked {
-            self.plugin.stats.fault(failure.reason);
+            self.plugin.stats.fault(Scope::Record, failure.reason);
         }
         checked
     }
@@ -313,7 +313,9 @@ impl Instance {
                         items.len()
                     ),
                 );
-                self.plugin.stats.fault(Reason::PluginContract);
+                self.plugin
+                    .stats
+                    .fault(Scope::of(items.len()), Reason::PluginContract);
                 // Which record made it miscount is unknown: each is asked alone, and only one
                 // that miscounts alone fails.
                 if items.len() == 1 {
@@ -329,7 +331,9 @@ impl Instance {
             }
             Err(error) => {
                 let failure = error.failure(&self.plugin);
-                self.plugin.stats.fault(failure.reason);
+                self.plugin
+                    .stats
+                    .fault(Scope::of(items.len()), failure.reason);
                 tracing::warn!(
                     plugin = &*self.plugin.name,
                     batch = items.len(),

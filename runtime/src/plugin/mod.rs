@@ -29,8 +29,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginSettings;
 pub use pool::{Completed, PluginPool, Prepared};
-pub(crate) use stats::Export;
 pub use stats::PluginStats;
+pub(crate) use stats::{Export, Scope};
 
 /// The contract's version this host speaks: the `@` suffix of its WIT package.
 pub const CONTRACT: &str = "streaminfer:plugin/plugin@0.2.0";

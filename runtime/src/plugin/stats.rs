@@ -26,12 +26,48 @@ impl Export {
     }
 }
 
+/// The reasons a plugin call or its results can fail for, as `plugin_faults_total` labels them.
+pub(crate) const FAULTS: [Reason; 7] = [
+    Reason::PluginTrap,
+    Reason::PluginTimeout,
+    Reason::PluginMemory,
+    Reason::PluginContract,
+    Reason::OutputLimit,
+    Reason::TopicNotAllowed,
+    Reason::InvalidRequest,
+];
+
+/// Whether a fault happened on a batch (whose records are then asked one by one) or on one
+/// record alone (which is dead-lettered for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Batch,
+    Record,
+}
+
+impl Scope {
+    pub(crate) fn of(items: usize) -> Self {
+        if items > 1 {
+            Scope::Batch
+        } else {
+            Scope::Record
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scope::Batch => "batch",
+            Scope::Record => "record",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct PluginStats {
     calls: [Histogram; 2],
     /// Calls that trapped, ran out of time or memory, or miscounted, and results the host
-    /// refused, by the reason the records get.
-    faults: [AtomicU64; Reason::ALL.len()],
+    /// refused, by scope and by the reason the records get.
+    faults: [[AtomicU64; Reason::ALL.len()]; 2],
     rebuilds: AtomicU64,
     reloads: AtomicU64,
     reloads_refused: AtomicU64,
@@ -41,7 +77,7 @@ impl Default for PluginStats {
     fn default() -> Self {
         Self {
             calls: std::array::from_fn(|_| Histogram::default()),
-            faults: std::array::from_fn(|_| AtomicU64::new(0)),
+            faults: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             rebuilds: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reloads_refused: AtomicU64::new(0),
@@ -58,16 +94,20 @@ impl PluginStats {
         &self.calls[export as usize]
     }
 
-    pub(crate) fn fault(&self, reason: Reason) {
-        self.faults[reason as usize].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn fault(&self, scope: Scope, reason: Reason) {
+        self.faults[scope as usize][reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Faults so far by reason; reasons never seen are left out.
-    pub(crate) fn faults(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
-        Reason::ALL
-            .iter()
-            .map(|&r| (r, self.faults[r as usize].load(Ordering::Relaxed)))
-            .filter(|(_, n)| *n > 0)
+    /// Faults so far by scope and reason, every one of [`FAULTS`] (zero or not).
+    pub(crate) fn faults(&self) -> impl Iterator<Item = (Scope, Reason, u64)> + '_ {
+        [Scope::Batch, Scope::Record]
+            .into_iter()
+            .flat_map(move |scope| {
+                FAULTS.iter().map(move |&r| {
+                    let n = self.faults[scope as usize][r as usize].load(Ordering::Relaxed);
+                    (scope, r, n)
+                })
+            })
     }
 
     pub(crate) fn rebuilt(&self) {

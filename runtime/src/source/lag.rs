@@ -1,6 +1,11 @@
 //! Per-partition position and lag, from librdkafka's statistics (emitted every
 //! `statistics.interval.ms`): the offset last committed and how far it is behind the partition's
-//! end. Only partitions this member fetches are kept; the brokers are never asked at scrape time.
+//! end (the last stable offset for a `read_committed` reader, else the high watermark). Only
+//! partitions this member fetches are kept; the brokers are never asked at scrape time.
+//!
+//! In exactly-once mode the offsets are committed by the producer's transactions, which
+//! librdkafka's consumer statistics do not see: the source puts its own committed positions in
+//! (see [`super::Source::lags`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,8 +19,20 @@ pub struct PartitionLag {
     pub partition: i32,
     /// The group's committed offset; -1 when nothing is committed yet.
     pub committed: i64,
-    /// Records between the committed offset and the end of the partition; -1 when unknown.
-    pub lag: i64,
+    /// The partition's end as a reader sees it; -1 when unknown.
+    pub end: i64,
+}
+
+impl PartitionLag {
+    /// Records between the committed offset and the end; -1 when either is unknown. Never
+    /// below zero: statistics taken at different moments can put the end behind a commit.
+    pub fn lag(&self) -> i64 {
+        if self.committed < 0 || self.end < 0 {
+            -1
+        } else {
+            (self.end - self.committed).max(0)
+        }
+    }
 }
 
 /// The latest statistics, replaced whole at each emission.
@@ -42,7 +59,9 @@ struct Partition {
     #[serde(default = "unknown")]
     committed_offset: i64,
     #[serde(default = "unknown")]
-    consumer_lag: i64,
+    hi_offset: i64,
+    #[serde(default = "unknown")]
+    ls_offset: i64,
 }
 
 fn unknown() -> i64 {
@@ -72,8 +91,13 @@ impl Lags {
                     .map(move |p| PartitionLag {
                         topic: topic.clone(),
                         partition: p.partition,
-                        committed: p.committed_offset,
-                        lag: p.consumer_lag,
+                        // librdkafka says "none" with -1001 (an invalid offset).
+                        committed: p.committed_offset.max(-1),
+                        end: if p.ls_offset >= 0 {
+                            p.ls_offset
+                        } else {
+                            p.hi_offset.max(-1)
+                        },
                     })
             })
             .collect();
@@ -99,21 +123,33 @@ mod tests {
     #[test]
     fn assigned_partitions_are_read_from_the_statistics() {
         let json = br#"{"name":"c","topics":{"in":{"topic":"in","partitions":{
-            "0":{"partition":0,"fetch_state":"active","committed_offset":40,"consumer_lag":2,"hi_offset":42},
-            "1":{"partition":1,"fetch_state":"none","committed_offset":-1001,"consumer_lag":-1},
-            "-1":{"partition":-1,"fetch_state":"none","committed_offset":-1,"consumer_lag":-1}}}}}"#;
+            "0":{"partition":0,"fetch_state":"active","committed_offset":40,"hi_offset":45,"ls_offset":42},
+            "2":{"partition":2,"fetch_state":"active","committed_offset":-1001,"hi_offset":7,"ls_offset":-1},
+            "1":{"partition":1,"fetch_state":"none","committed_offset":-1001,"hi_offset":-1},
+            "-1":{"partition":-1,"fetch_state":"none","committed_offset":-1,"hi_offset":-1}}}}}"#;
         let lags = Lags::default();
         lags.update(json);
+        let current = lags.current();
         assert_eq!(
-            lags.current(),
-            [PartitionLag {
-                topic: "in".into(),
-                partition: 0,
-                committed: 40,
-                lag: 2
-            }]
+            current,
+            [
+                PartitionLag {
+                    topic: "in".into(),
+                    partition: 0,
+                    committed: 40,
+                    end: 42
+                },
+                PartitionLag {
+                    topic: "in".into(),
+                    partition: 2,
+                    committed: -1,
+                    end: 7
+                }
+            ]
         );
+        assert_eq!(current[0].lag(), 2, "to the last stable offset");
+        assert_eq!(current[1].lag(), -1, "nothing committed: unknown");
         lags.update(b"not json");
-        assert_eq!(lags.current().len(), 1, "a bad document keeps the last one");
+        assert_eq!(lags.current().len(), 2, "a bad document keeps the last one");
     }
 }

@@ -68,6 +68,8 @@ pub struct Source {
     consumer: StreamConsumer<SourceContext>,
     ownership: Arc<Ownership>,
     lags: Arc<lag::Lags>,
+    /// Exactly-once: offsets are committed by transactions.
+    transactional: bool,
     topic: String,
     /// The topic's name as records carry it: shared, so that no record allocates it.
     shared_topic: Arc<str>,
@@ -124,6 +126,7 @@ impl Source {
             consumer,
             ownership,
             lags,
+            transactional: settings.delivery != Delivery::AtLeastOnce,
             shared_topic: Arc::from(topic.as_str()),
             topic,
         })
@@ -233,9 +236,19 @@ impl Source {
         self.ownership.owned_count()
     }
 
-    /// Each fetched partition's committed offset and lag, as librdkafka's last statistics say.
+    /// Each fetched partition's committed offset and end, as librdkafka's last statistics say;
+    /// in exactly-once mode the committed offset is where this member's transactions left the
+    /// partition (the statistics see only the consumer's own commits).
     pub fn lags(&self) -> Vec<PartitionLag> {
-        self.lags.current()
+        let mut lags = self.lags.current();
+        if self.transactional {
+            for lag in &mut lags {
+                if let Some(next) = self.ownership.rewind_point(&lag.topic, lag.partition) {
+                    lag.committed = next;
+                }
+            }
+        }
+        lags
     }
 
     /// How many assignments this member has had since it started.

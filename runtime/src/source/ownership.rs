@@ -153,6 +153,16 @@ impl Ownership {
         self.lock().paused
     }
 
+    /// Where a rewind of `partition` would read from now: the last transaction's end, or the
+    /// first record read under the current assignment; `None` when not owned or nothing read.
+    pub(super) fn rewind_point(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.lock()
+            .owned
+            .get(topic)
+            .and_then(|ps| ps.get(&partition))
+            .and_then(|o| o.rewind_to)
+    }
+
     /// How many partitions are owned now.
     pub(super) fn owned_count(&self) -> usize {
         self.lock().owned.values().map(HashMap::len).sum()
