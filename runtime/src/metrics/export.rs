@@ -10,7 +10,9 @@ use std::fmt::Error;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -86,15 +88,17 @@ fn pipeline(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
         "record_latency",
         "From taking a record from the consumer to handing its outputs to the producer \
          (stage=produced) or to the broker's acknowledgement of them (stage=acknowledged).",
+        Some(&Unit::Seconds),
         [
             ([("stage", "produced")], c.to_produce.exported()),
             ([("stage", "acknowledged")], c.to_acknowledge.exported()),
         ],
     )?;
-    count_histograms(
+    histograms(
         e,
         "batch_records",
         "Records per batch handed to the plugin.",
+        None,
         [(NO_LABELS, c.batch_records.exported())],
     )?;
     counter(
@@ -144,12 +148,14 @@ fn model(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
         e,
         "model_call_duration",
         "How long the model took to answer one try of a call.",
+        Some(&Unit::Seconds),
         [([("backend", backend)], stats.latency.exported())],
     )?;
-    count_histograms(
+    histograms(
         e,
         "model_call_rows",
         "Rows per try of a model call (requests stacked into one call count each row).",
+        None,
         [([("backend", backend)], stats.rows.exported())],
     )?;
     gauges(
@@ -189,6 +195,7 @@ fn plugin(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
         e,
         "plugin_call_duration",
         "How long one call of a plugin export took (a batch, or one record when a batch is retried record by record).",
+        Some(&Unit::Seconds),
         Export::ALL.map(|x| ([("export", x.name())], stats.call_times(x).exported())),
     )?;
     counters(
@@ -225,36 +232,24 @@ fn kafka(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
         parts.source.owned_partitions() as u64,
     )?;
     let lags = parts.source.lags();
-    let labelled = |value: fn(&crate::source::PartitionLag) -> i64| {
-        lags.iter()
-            .map(move |l| {
-                let labels = vec![
-                    ("topic", l.topic.clone()),
-                    ("partition", l.partition.to_string()),
-                ];
-                (labels, value(l))
-            })
-            .collect::<Vec<_>>()
+    let labels = |l: &crate::source::PartitionLag| {
+        [
+            ("topic", l.topic.clone()),
+            ("partition", l.partition.to_string()),
+        ]
     };
-    let mut m = e.encode_descriptor(
+    gauges(
+        e,
         "kafka_committed_offset",
-        "The group's committed offset per assigned partition (librdkafka statistics; -1 before the first commit).",
-        None,
-        MetricType::Gauge,
+        "The group's committed offset per assigned partition (exactly-once: where this member's last transaction left it); -1 before the first commit.",
+        lags.iter().map(|l| (labels(l), l.committed)),
     )?;
-    for (labels, v) in labelled(|l| l.committed) {
-        m.encode_family(&labels)?.encode_gauge(&v)?;
-    }
-    let mut m = e.encode_descriptor(
+    gauges(
+        e,
         "kafka_consumer_lag",
         "Records between the committed offset and the end of each assigned partition (the last stable offset for read_committed); -1 when unknown.",
-        None,
-        MetricType::Gauge,
-    )?;
-    for (labels, v) in labelled(crate::source::PartitionLag::lag) {
-        m.encode_family(&labels)?.encode_gauge(&v)?;
-    }
-    Ok(())
+        lags.iter().map(|l| (labels(l), l.lag())),
+    )
 }
 
 fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Result<(), Error> {
@@ -281,11 +276,11 @@ fn counters<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn gauges<L: EncodeLabelSet>(
+fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    values: impl IntoIterator<Item = (L, u64)>,
+    values: impl IntoIterator<Item = (L, V)>,
 ) -> Result<(), Error> {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in values {
@@ -297,29 +292,15 @@ fn gauges<L: EncodeLabelSet>(
 /// No labels, for a histogram family of one.
 const NO_LABELS: [(&str, &str); 0] = [];
 
-/// Histograms of counts (no unit).
-fn count_histograms<L: EncodeLabelSet>(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    values: impl IntoIterator<Item = (L, Exported)>,
-) -> Result<(), Error> {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, h) in values {
-        m.encode_family(&labels)?
-            .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
-    }
-    Ok(())
-}
-
-/// Latency histograms, in seconds.
+/// Histograms, in `unit` (none for counts).
 fn histograms<L: EncodeLabelSet>(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
+    unit: Option<&Unit>,
     values: impl IntoIterator<Item = (L, Exported)>,
 ) -> Result<(), Error> {
-    let mut m = e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    let mut m = e.encode_descriptor(name, help, unit, MetricType::Histogram)?;
     for (labels, h) in values {
         m.encode_family(&labels)?
             .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
