@@ -15,11 +15,12 @@ import signal
 import time
 from datetime import datetime, timezone
 
-from streamtools import kafka
+from streamtools import kafka, services
 
-from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running, some
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running, some, wait_for
 from test_faults import fill, ids_of, report, run_to_the_end, tally
 from test_fraud_pipeline import SEED
+from test_operations import scrape, value
 
 NOT_JSON = [b"not json", b"{\"id\": ", b"\xff\xfe"]
 
@@ -133,3 +134,27 @@ def test_outputs_wait_for_the_transaction_to_commit(broker, topics, overrides, s
         outputs = run_to_the_end(reader, runtime, ids, outputs)
     missing, duplicated = tally(outputs, ids)
     assert not missing and duplicated == 0, (some(missing), duplicated)
+
+
+def test_metrics_follow_the_transactions(broker, topics, overrides, start_runtime):
+    """In exactly-once mode the offsets are committed by the producer's transactions, which the
+    consumer's own statistics never see: /metrics still reports each partition's committed offset
+    at the input's end, no lag, and the transactions committed."""
+    count = 500
+    ids, produced = fill(broker.bootstrap, topics.input, SEED + 54, count)
+    runtime = start_runtime(exactly_once(overrides))
+    base = services.metrics_url(runtime)
+    with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
+        outputs = read_while_running(reader, runtime, count, OUTPUT_TIMEOUT)
+    assert len(set(ids_of(outputs))) == count, runtime.tail()
+    end = produced.end_offsets()
+
+    def settled():
+        samples = scrape(base)
+        committed = {int(s.labels["partition"]): s.value for s in samples.get("streaminfer_kafka_committed_offset", [])}
+        lag = [s.value for s in samples.get("streaminfer_kafka_consumer_lag", [])]
+        return samples if committed == {p: end.get(p, 0) for p in committed} and len(committed) == 4 and lag == [0] * 4 else None
+
+    samples = wait_for("committed offsets at the input's end", settled, timeout=30)
+    assert value(samples, "streaminfer_transactions_committed_total") > 0
+    assert value(samples, "streaminfer_transactions_aborted_total") == 0
