@@ -125,12 +125,16 @@ def overrides(broker, model_server, topics) -> dict[str, object]:
 @pytest.fixture
 def start_runtime(runtime_artifacts, tmp_path, request) -> Callable[..., services.Service]:
     """Starts the runtime with `config/fraud.toml` (or ``config``), the fraud plugin (or
-    ``plugin``) and key=value overrides. Stops whatever it started at teardown."""
+    ``plugin``), key=value overrides and extra environment variables (``env``). Stops whatever
+    it started at teardown."""
     started: list[services.Service] = []
     request.node.stash[_test_services] = started
 
     def start(
-        overrides: dict[str, object], config: Path = paths.FRAUD_CONFIG, plugin: Path | None = None
+        overrides: dict[str, object],
+        config: Path = paths.FRAUD_CONFIG,
+        plugin: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> services.Service:
         runtime = services.start_runtime(
             runtime_artifacts.binary,
@@ -138,6 +142,7 @@ def start_runtime(runtime_artifacts, tmp_path, request) -> Callable[..., service
             config,
             overrides,
             log_path=tmp_path / f"runtime-{len(started)}.log",
+            env=env,
         )
         started.append(runtime)
         return runtime
