@@ -161,7 +161,7 @@ pub async fn run(
         tokio::spawn(reload::watch(
             Arc::new(host),
             settings.plugin.clone(),
-            pipeline.stages(),
+            Arc::downgrade(&pipeline.stages()),
             interval,
         ))
     });

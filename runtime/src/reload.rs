@@ -22,11 +22,13 @@ fn stamp(path: &Path) -> Stamp {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Watches the plugin file until the task is aborted.
+/// Watches the plugin file until the task is aborted or the pipeline is gone. It holds the
+/// pipeline's stages weakly, so that at shutdown the pipeline holds the last reference and can
+/// stop the plugin's threads.
 pub(crate) async fn watch(
     host: Arc<PluginHost>,
     settings: PluginSettings,
-    stages: Arc<Stages>,
+    stages: std::sync::Weak<Stages>,
     interval: Duration,
 ) {
     let mut hangup = hangup_signal();
@@ -44,6 +46,9 @@ pub(crate) async fn watch(
         let settled = now != loaded && now == seen;
         seen = now;
         if forced || settled {
+            let Some(stages) = stages.upgrade() else {
+                return;
+            };
             loaded = now;
             reload(&host, &settings, &stages).await;
         }

@@ -340,12 +340,19 @@ impl Pipeline {
         self.final_commit(until).await;
         release(self.source, CLOSE_AT_MOST);
         let summary = self.stages.counters.summary();
+        // Nothing else holds the stages now (the reload watcher and the metrics hold them
+        // weakly): the plugin's threads finish what they hold and are joined.
         match Arc::try_unwrap(self.stages) {
-            Ok(stages) => match Arc::try_unwrap(stages.plugin()) {
+            Ok(stages) => match Arc::try_unwrap(
+                stages
+                    .plugin
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ) {
                 Ok(pool) => pool.shutdown(),
-                Err(_) => tracing::debug!("plugin workers still referenced at shutdown"),
+                Err(_) => tracing::warn!("plugin workers still referenced at shutdown"),
             },
-            Err(_) => tracing::debug!("plugin workers still referenced at shutdown"),
+            Err(_) => tracing::warn!("plugin workers still referenced at shutdown"),
         }
         result?;
         flushed?;
