@@ -361,9 +361,11 @@ def start_runtime(
     """Starts the streaming runtime: ``runtime --plugin PLUGIN CONFIG key=value ...``.
 
     Unless ``overrides`` say otherwise, /metrics, /healthz and /readyz are served on a free port
-    of 127.0.0.1 (several runtimes may run at once); ``metrics_url`` finds it."""
+    of 127.0.0.1 (several runtimes may run at once); ``metrics_url`` finds it. An override whose
+    value is None is not passed: ``{"metrics.listen": None}`` leaves the runtime's default."""
     overrides = {"metrics.listen": "127.0.0.1:0", **overrides}
-    args = [binary, "--plugin", plugin, config, *(f"{key}={value}" for key, value in overrides.items())]
+    given = {key: value for key, value in overrides.items() if value is not None}
+    args = [binary, "--plugin", plugin, config, *(f"{key}={value}" for key, value in given.items())]
     # The runtime also reads STREAMINFER__* variables as overrides: only ``env`` may set them.
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER__")}
     full_env.update(env or {})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -18,6 +19,7 @@ from flow import OUTPUT_TIMEOUT, get, read_while_running, wait_for
 SEED = 20261202
 COUNT = 2_000
 POISON = 3
+DEFAULT_LISTEN = ("127.0.0.1", 9898)  # metrics.listen's default (config reference)
 
 
 def scrape(base: str) -> dict[str, list]:
@@ -149,3 +151,28 @@ def test_readiness_follows_the_model_server(broker, topics, overrides, start_run
             assert len(read_while_running(out, runtime, 50, OUTPUT_TIMEOUT)) == 50
     finally:
         server.stop()
+
+
+def test_a_taken_default_address_is_only_a_warning(broker, topics, overrides, start_runtime):
+    """With metrics.listen unset and its default address taken (a second runtime on one host),
+    the runtime warns and scores records without the endpoint; the same address set explicitly
+    stops start-up, naming the address and the setting."""
+    with socket.socket() as taken:
+        try:
+            taken.bind(DEFAULT_LISTEN)
+            taken.listen()
+        except OSError:
+            pass  # another process holds it: the case under test all the same
+        runtime = start_runtime({**overrides, "metrics.listen": None})
+        inputs = fraud.input_records(SEED, 20)
+        kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
+        with kafka.TopicReader(broker.bootstrap, topics.output) as out:
+            assert len(read_while_running(out, runtime, 20, OUTPUT_TIMEOUT)) == 20, runtime.tail()
+        assert "running without /metrics and health" in runtime.log(), runtime.tail()
+        assert "serving /metrics" not in runtime.log()
+
+        address = "%s:%d" % DEFAULT_LISTEN
+        refused = start_runtime({**overrides, "metrics.listen": address})
+        status = refused.wait(60)
+        assert status not in (None, 0), f"status {status}\n{refused.tail()}"
+        assert f"cannot serve /metrics on {address} (metrics.listen)" in refused.log(), refused.tail()

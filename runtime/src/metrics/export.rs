@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
@@ -253,13 +253,11 @@ fn kafka(e: &mut DescriptorEncoder<'_>, parts: &Parts) -> Result<(), Error> {
 }
 
 fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Result<(), Error> {
-    e.encode_descriptor(name, help, None, MetricType::Counter)?
-        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+    counters(e, name, help, [(NO_LABELS, value)])
 }
 
 fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Result<(), Error> {
-    e.encode_descriptor(name, help, None, MetricType::Gauge)?
-        .encode_gauge(&value)
+    gauges(e, name, help, [(NO_LABELS, value)])
 }
 
 fn counters<L: EncodeLabelSet>(
@@ -268,12 +266,9 @@ fn counters<L: EncodeLabelSet>(
     help: &str,
     values: impl IntoIterator<Item = (L, u64)>,
 ) -> Result<(), Error> {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in values {
-        m.encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-    }
-    Ok(())
+    family(e, name, help, None, MetricType::Counter, values, |mut m, value| {
+        m.encode_counter::<NoLabelSet, _, u64>(&value, None)
+    })
 }
 
 fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
@@ -282,14 +277,29 @@ fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     help: &str,
     values: impl IntoIterator<Item = (L, V)>,
 ) -> Result<(), Error> {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    family(e, name, help, None, MetricType::Gauge, values, |mut m, value| {
+        m.encode_gauge(&value)
+    })
+}
+
+/// One metric family: a sample for each set of labels, each written by `sample`.
+fn family<L: EncodeLabelSet, V>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    values: impl IntoIterator<Item = (L, V)>,
+    mut sample: impl FnMut(MetricEncoder<'_>, V) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut m = e.encode_descriptor(name, help, unit, kind)?;
     for (labels, value) in values {
-        m.encode_family(&labels)?.encode_gauge(&value)?;
+        sample(m.encode_family(&labels)?, value)?;
     }
     Ok(())
 }
 
-/// No labels, for a histogram family of one.
+/// No labels, for a family of one.
 const NO_LABELS: [(&str, &str); 0] = [];
 
 /// Histograms, in `unit` (none for counts).
@@ -300,10 +310,7 @@ fn histograms<L: EncodeLabelSet>(
     unit: Option<&Unit>,
     values: impl IntoIterator<Item = (L, Exported)>,
 ) -> Result<(), Error> {
-    let mut m = e.encode_descriptor(name, help, unit, MetricType::Histogram)?;
-    for (labels, h) in values {
-        m.encode_family(&labels)?
-            .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
-    }
-    Ok(())
+    family(e, name, help, unit, MetricType::Histogram, values, |mut m, h| {
+        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
+    })
 }

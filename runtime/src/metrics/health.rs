@@ -1,8 +1,9 @@
 //! Liveness and readiness, as `/healthz` and `/readyz` answer them.
 //!
 //! - Live: the process is starting, or its pipeline loop has reached its progress line (every
-//!   10 s) within [`LIVE_WITHIN`], or it is draining for a shutdown. A pipeline that has stopped, or a loop stuck past that bound, is not live: the
-//!   orchestrator should restart the process.
+//!   10 s) within [`LIVE_WITHIN`], or it is draining for a shutdown. A pipeline that has
+//!   stopped, or a loop stuck past that bound, is not live: the orchestrator should restart the
+//!   process.
 //! - Ready: the pipeline runs, this member owns at least one partition, the model server
 //!   answered the last probe, and the circuit breaker is closed. Not ready is not a fault: a
 //!   member with no partition (more members than partitions) is not ready, nor is one whose
@@ -87,20 +88,14 @@ impl Health {
     /// # Errors
     /// A sentence saying what is wrong.
     pub fn liveness(&self) -> Result<(), String> {
-        match self.phase.load(Ordering::Relaxed) {
-            STOPPED => Err("the pipeline has stopped".into()),
-            RUNNING => match self
+        let phase = self.phase.load(Ordering::Relaxed);
+        let idle = match phase {
+            RUNNING => self
                 .parts()
-                .and_then(|p| p.stages.counters.since_last_turn())
-            {
-                Some(idle) if idle > LIVE_WITHIN => Err(format!(
-                    "the pipeline loop has not turned for {}s",
-                    idle.as_secs()
-                )),
-                _ => Ok(()),
-            },
-            _ => Ok(()),
-        }
+                .and_then(|p| p.stages.counters.since_last_turn()),
+            _ => None,
+        };
+        live(phase, idle)
     }
 
     /// `Ok` when ready; otherwise every reason why not.
@@ -145,6 +140,18 @@ impl Health {
     }
 }
 
+/// Liveness in `phase`, the loop having last turned `idle` ago (`None`: not yet, or unknown).
+fn live(phase: u8, idle: Option<Duration>) -> Result<(), String> {
+    match (phase, idle) {
+        (STOPPED, _) => Err("the pipeline has stopped".into()),
+        (RUNNING, Some(idle)) if idle > LIVE_WITHIN => Err(format!(
+            "the pipeline loop has not turned for {}s",
+            idle.as_secs()
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +167,18 @@ mod tests {
         h.stopped();
         assert!(h.liveness().is_err());
         assert!(h.readiness().is_err());
+    }
+
+    #[test]
+    fn a_stuck_loop_is_not_live() {
+        let turned = |secs| live(RUNNING, Some(Duration::from_secs(secs)));
+        assert_eq!(turned(10), Ok(()));
+        assert_eq!(live(RUNNING, Some(LIVE_WITHIN)), Ok(()), "at the bound, still live");
+        assert_eq!(
+            turned(61),
+            Err("the pipeline loop has not turned for 61s".to_owned())
+        );
+        assert_eq!(live(RUNNING, None), Ok(()), "before the first turn");
+        assert_eq!(live(STOPPING, Some(Duration::from_secs(600))), Ok(()), "a long drain");
     }
 }

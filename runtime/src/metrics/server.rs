@@ -19,13 +19,23 @@ use tokio::sync::Semaphore;
 
 use super::health::Health;
 
-/// Connections served at once; more wait in the listen backlog.
-const CONNECTIONS_AT_MOST: usize = 16;
-/// How long a client may take to send a request's headers.
-const HEADERS_WITHIN: Duration = Duration::from_secs(5);
-/// How long one connection may last, however slowly its client reads: a client that asks and
-/// never reads gives its place back.
-const CONNECTION_AT_MOST: Duration = Duration::from_secs(10);
+/// What one client may hold of the endpoint.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    connections: usize,
+    /// How long a client may take to send a request's headers.
+    headers_within: Duration,
+    /// How long one connection may last, however slowly its client reads: a client that asks
+    /// and never reads gives its place back.
+    connection_at_most: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    connections: 16,
+    headers_within: Duration::from_secs(5),
+    connection_at_most: Duration::from_secs(10),
+};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -44,12 +54,12 @@ pub async fn bind(
     let bound = listener.local_addr().unwrap_or(address);
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     let registry = Arc::new(super::export::registry(health.clone()));
-    Ok(tokio::spawn(serve(listener, health, registry)))
+    Ok(tokio::spawn(serve(listener, health, registry, LIMITS)))
 }
 
 /// Serves until the task is dropped.
-async fn serve(listener: TcpListener, health: Arc<Health>, registry: Arc<Registry>) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_AT_MOST));
+async fn serve(listener: TcpListener, health: Arc<Health>, registry: Arc<Registry>, limits: Limits) {
+    let permits = Arc::new(Semaphore::new(limits.connections));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -71,10 +81,10 @@ async fn serve(listener: TcpListener, health: Arc<Health>, registry: Arc<Registr
             // One request per connection: probes and scrapes come seconds apart.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADERS_WITHIN)
+                .header_read_timeout(limits.headers_within)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_AT_MOST, connection).await {
+            match tokio::time::timeout(limits.connection_at_most, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "metrics endpoint: connection ended with an error");
@@ -140,4 +150,112 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    const SHORT: Limits = Limits {
+        connections: 2,
+        headers_within: Duration::from_millis(300),
+        connection_at_most: Duration::from_secs(1),
+    };
+
+    async fn endpoint(limits: Limits) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let health = Arc::new(Health::default());
+        let registry = Arc::new(super::super::export::registry(health.clone()));
+        tokio::spawn(serve(listener, health, registry, limits));
+        address
+    }
+
+    /// Sends `GET path` and reads the whole answer (the server closes after one request).
+    async fn get(address: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("answer");
+        answer
+    }
+
+    #[tokio::test]
+    async fn answers_each_path() {
+        let address = endpoint(SHORT).await;
+        let metrics = get(address, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("streaminfer_build_info"), "{metrics}");
+        assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+        let live = get(address, "/healthz").await;
+        assert!(live.starts_with("HTTP/1.1 200"), "starting is live: {live}");
+        let ready = get(address, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+        assert!(ready.ends_with("not ready: starting\n"), "{ready}");
+        assert!(get(address, "/x").await.starts_with("HTTP/1.1 404"));
+    }
+
+    /// Clients that connect and never send a request hold every connection the endpoint
+    /// serves; they are cut once their headers are late, and the next client is answered.
+    #[tokio::test]
+    async fn silent_clients_give_their_places_back() {
+        let address = endpoint(SHORT).await;
+        let mut silent = Vec::new();
+        for _ in 0..SHORT.connections {
+            silent.push(TcpStream::connect(address).await.expect("connect"));
+        }
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), get(address, "/healthz"))
+            .await
+            .expect("a waiting client is answered once the silent ones are cut");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() >= SHORT.headers_within.mul_f32(0.9),
+            "answered after {:?}, before any silent client was cut",
+            started.elapsed()
+        );
+        for mut stream in silent {
+            let mut rest = Vec::new();
+            // Closed, with or without a reset: either ends the read; a timeout fails the test.
+            let _closed =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+                    .await
+                    .expect("the server closes a silent connection");
+        }
+    }
+
+    /// A client that trickles its headers a byte at a time is cut at the header deadline.
+    #[tokio::test]
+    async fn a_trickling_client_is_cut() {
+        let address = endpoint(SHORT).await;
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let started = Instant::now();
+        let mut cut = false;
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                cut = true;
+                break;
+            }
+            let mut probe = [0_u8; 64];
+            // Closed, or an error answer for the late headers: either way, cut.
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(50), stream.read(&mut probe)).await
+            {
+                cut = true;
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a trickling client was never cut"
+            );
+        }
+        assert!(cut);
+        assert!(started.elapsed() >= SHORT.headers_within.mul_f32(0.9));
+    }
 }
