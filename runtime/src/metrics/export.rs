@@ -266,9 +266,15 @@ fn counters<L: EncodeLabelSet>(
     help: &str,
     values: impl IntoIterator<Item = (L, u64)>,
 ) -> Result<(), Error> {
-    family(e, name, help, None, MetricType::Counter, values, |mut m, value| {
-        m.encode_counter::<NoLabelSet, _, u64>(&value, None)
-    })
+    family(
+        e,
+        name,
+        help,
+        None,
+        MetricType::Counter,
+        values,
+        |mut m, value| m.encode_counter::<NoLabelSet, _, u64>(&value, None),
+    )
 }
 
 fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
@@ -277,9 +283,15 @@ fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     help: &str,
     values: impl IntoIterator<Item = (L, V)>,
 ) -> Result<(), Error> {
-    family(e, name, help, None, MetricType::Gauge, values, |mut m, value| {
-        m.encode_gauge(&value)
-    })
+    family(
+        e,
+        name,
+        help,
+        None,
+        MetricType::Gauge,
+        values,
+        |mut m, value| m.encode_gauge(&value),
+    )
 }
 
 /// One metric family: a sample for each set of labels, each written by `sample`.
@@ -310,7 +322,13 @@ fn histograms<L: EncodeLabelSet>(
     unit: Option<&Unit>,
     values: impl IntoIterator<Item = (L, Exported)>,
 ) -> Result<(), Error> {
-    family(e, name, help, unit, MetricType::Histogram, values, |mut m, h| {
-        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
-    })
+    family(
+        e,
+        name,
+        help,
+        unit,
+        MetricType::Histogram,
+        values,
+        |mut m, h| m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None),
+    )
 }

@@ -173,12 +173,20 @@ mod tests {
     fn a_stuck_loop_is_not_live() {
         let turned = |secs| live(RUNNING, Some(Duration::from_secs(secs)));
         assert_eq!(turned(10), Ok(()));
-        assert_eq!(live(RUNNING, Some(LIVE_WITHIN)), Ok(()), "at the bound, still live");
+        assert_eq!(
+            live(RUNNING, Some(LIVE_WITHIN)),
+            Ok(()),
+            "at the bound, still live"
+        );
         assert_eq!(
             turned(61),
             Err("the pipeline loop has not turned for 61s".to_owned())
         );
         assert_eq!(live(RUNNING, None), Ok(()), "before the first turn");
-        assert_eq!(live(STOPPING, Some(Duration::from_secs(600))), Ok(()), "a long drain");
+        assert_eq!(
+            live(STOPPING, Some(Duration::from_secs(600))),
+            Ok(()),
+            "a long drain"
+        );
     }
 }

@@ -58,7 +58,12 @@ pub async fn bind(
 }
 
 /// Serves until the task is dropped.
-async fn serve(listener: TcpListener, health: Arc<Health>, registry: Arc<Registry>, limits: Limits) {
+async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    registry: Arc<Registry>,
+    limits: Limits,
+) {
     let permits = Arc::new(Semaphore::new(limits.connections));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -237,7 +242,10 @@ mod tests {
         let mut stream = TcpStream::connect(address).await.expect("connect");
         let started = Instant::now();
         let mut cut = false;
-        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
             if stream.write_all(&[*byte]).await.is_err() {
                 cut = true;
                 break;
