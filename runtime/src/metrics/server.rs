@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::health::Health;
 
-/// What one client may hold of the endpoint.
+/// What clients may hold of the endpoint, all together and each.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     /// Connections served at once; more wait in the listen backlog.
@@ -241,13 +241,11 @@ mod tests {
         let address = endpoint(SHORT).await;
         let mut stream = TcpStream::connect(address).await.expect("connect");
         let started = Instant::now();
-        let mut cut = false;
         for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
             .iter()
             .cycle()
         {
             if stream.write_all(&[*byte]).await.is_err() {
-                cut = true;
                 break;
             }
             let mut probe = [0_u8; 64];
@@ -255,7 +253,6 @@ mod tests {
             if let Ok(Ok(_)) =
                 tokio::time::timeout(Duration::from_millis(50), stream.read(&mut probe)).await
             {
-                cut = true;
                 break;
             }
             assert!(
@@ -263,7 +260,6 @@ mod tests {
                 "a trickling client was never cut"
             );
         }
-        assert!(cut);
         assert!(started.elapsed() >= SHORT.headers_within.mul_f32(0.9));
     }
 }
