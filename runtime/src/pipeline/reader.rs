@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Batch, sleep_until};
+use super::process::Batch;
+use super::sleep_until;
 use crate::config::PipelineSettings;
 use crate::metrics::Counters;
 use crate::source::{Consumed, Source};

@@ -1,11 +1,13 @@
-//! The Kafka sink: produces output records and dead letters, and hands back a future per record
-//! that resolves when the broker has acknowledged it. The pipeline counts a record as finished
-//! only once all of its acknowledgements are in.
+//! The Kafka sink: produces output records and dead letters, each with a token of the
+//! pipeline's; the broker's acknowledgements come back with those tokens through [`Acks`]. The
+//! pipeline counts a record as finished only once all of its acknowledgements are in.
 //!
 //! In exactly-once mode the producer is transactional: the pipeline opens a transaction before
 //! it sends, and commits it with the input offsets it covers ([`Sink::commit`]) or aborts it.
 
+mod acks;
 mod dead_letter;
+mod error;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,28 +15,24 @@ use std::time::Duration;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::config::{Delivery, KafkaSettings, defaults};
 use crate::contract::{InputRecord, OutputRecord};
 use crate::failure::Failure;
 use crate::kafka::headers::{self, RawHeader};
-use crate::kafka::{KafkaContext, MetadataClient, has_topic, missing_topics};
+use crate::kafka::{MetadataClient, has_topic, missing_topics};
+pub use acks::{Ack, Acks, SinkContext};
 pub use dead_letter::Form;
+use error::retrying;
+pub use error::{SinkError, TransactionError};
 
 /// The header naming the plugin (by content digest) that made an output or refused an input.
 pub const PLUGIN_DIGEST_HEADER: &str = "plugin-digest";
 
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MAX_MESSAGE: usize = 1_000_000;
-
-/// How long to wait before retrying a transactional call librdkafka calls retriable (a commit
-/// still in progress, a coordinator moving).
-const TRANSACTION_RETRY_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How long to wait before retrying when librdkafka's send queue is full.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
 /// A record's headers followed by the runtime's own.
 fn build_headers<'h>(
@@ -51,146 +49,20 @@ fn build_headers<'h>(
     built.build()
 }
 
-/// Why a record could not be produced.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("cannot create the Kafka producer: {0}")]
-    Create(#[source] KafkaError),
-    #[error("cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}")]
-    Unreachable {
-        brokers: String,
-        timeout: Duration,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("output topic {topic:?} does not exist on {brokers}")]
-    NoTopic { topic: String, brokers: String },
-    #[error("cannot produce to {topic:?}: {source}")]
-    Produce {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("the broker did not acknowledge a record for {topic:?}: {source}")]
-    Delivery {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("cannot start transactions as {id:?}: {source}")]
-    InitTransactions {
-        id: String,
-        #[source]
-        source: KafkaError,
-    },
-}
-
-/// Why a transaction did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum TransactionError {
-    /// The transaction must be aborted and its records read again; the producer goes on.
-    #[error("the transaction must be aborted: {0}")]
-    Abortable(#[source] KafkaError),
-    /// The producer cannot go on: another instance took over its transactional id (fenced), or
-    /// the brokers refused transactions for good.
-    #[error("the transactional producer cannot go on: {0}")]
-    Fatal(#[source] KafkaError),
-    /// Another producer with the same transactional id took over.
-    #[error("another instance took over this one's transactional id (fenced): {0}")]
-    Fenced(#[source] KafkaError),
-    /// The abort itself failed: the brokers are gone, or (a broker that closes the connection
-    /// rather than say so) another instance fenced this one.
-    #[error(
-        "cannot abort the transaction (the brokers unreachable, or another instance with the same transactional id fenced this one): {0}"
-    )]
-    AbortFailed(#[source] KafkaError),
-}
-
-impl TransactionError {
-    fn of(error: KafkaError) -> Self {
-        // librdkafka calls some fencings abortable; aborting then waits for a coordinator that
-        // no longer answers this producer.
-        match &error {
-            _ if is_fencing(&error) => Self::Fenced(error),
-            KafkaError::Transaction(e) if e.is_fatal() => Self::Fatal(error),
-            _ => Self::Abortable(error),
-        }
-    }
-}
-
-/// Whether `error` says another producer with the same transactional id took over. (An
-/// `INVALID_PRODUCER_EPOCH` alone can also mean the broker timed the transaction out, which an
-/// abort mends; librdkafka marks it fatal when it is a fencing.)
-fn is_fencing(error: &KafkaError) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(C::ProducerFenced | C::Fenced)
-    )
-}
-
-/// Calls `step` until it succeeds, fails in a way a retry cannot mend, or `until` passes.
-fn retrying(
-    until: std::time::Instant,
-    step: impl Fn(Duration) -> Result<(), KafkaError>,
-) -> Result<(), TransactionError> {
-    loop {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        match step(left) {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && !left.is_zero() => {
-                tracing::debug!(error = %e, "transaction step failed; retrying");
-                std::thread::sleep(TRANSACTION_RETRY_BACKOFF.min(left));
-            }
-            Err(error) => return Err(TransactionError::of(error)),
-        }
-    }
-}
-
-impl SinkError {
-    /// Whether the broker (or its client) refused this one record for good: too large, a
-    /// topic that does not exist or may not be written, a record it calls invalid. Such a
-    /// record's input is dead-lettered; any other failure (the brokers unreachable until
-    /// `message.timeout.ms`) stops the run, since every record would fail alike.
-    pub fn refused_for_good(&self) -> bool {
-        use RDKafkaErrorCode as C;
-        let (Self::Produce { source, .. } | Self::Delivery { source, .. }) = self else {
-            return false;
-        };
-        matches!(
-            source.rdkafka_error_code(),
-            Some(
-                C::MessageSizeTooLarge
-                    | C::MessageBatchTooLarge
-                    | C::InvalidMessage
-                    | C::InvalidRecord
-                    | C::InvalidTopic
-                    | C::TopicAuthorizationFailed
-                    | C::PolicyViolation
-                    | C::UnknownTopic
-                    | C::UnknownPartition
-                    | C::UnknownTopicOrPartition
-            )
-        )
-    }
-}
-
-impl SinkError {
-    /// Whether another producer with the same transactional id took over: nothing this one
-    /// sends can commit any more.
-    pub fn fenced(&self) -> bool {
-        match self {
-            Self::Produce { source, .. } | Self::Delivery { source, .. } => is_fencing(source),
-            _ => false,
-        }
-    }
+/// Whether the producer took a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Sent {
+    Queued,
+    /// librdkafka's queue is full (`queue.buffering.max.messages`/`kbytes`): send it again once
+    /// acknowledgements have made room.
+    Full,
 }
 
 /// The producer of output records and dead letters.
 #[derive(Clone)]
 pub struct Sink {
-    producer: FutureProducer<KafkaContext>,
-    /// Shared with every pending record, which names its topic should delivery fail.
+    producer: Arc<ThreadedProducer<SinkContext>>,
     output_topic: Arc<str>,
     dead_letter_topic: Arc<str>,
     /// The producer's `message.max.bytes`: dead letters are cut to fit it.
@@ -206,44 +78,10 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-impl MetadataClient for FutureProducer<KafkaContext> {
+impl MetadataClient for ThreadedProducer<SinkContext> {
     fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
         let md = self.client().fetch_metadata(Some(topic), timeout)?;
         Ok(has_topic(&md, topic))
-    }
-}
-
-/// A produced record awaiting its acknowledgement.
-pub struct Pending {
-    topic: Arc<str>,
-    delivery: DeliveryFuture,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Pending {
-    /// Waits for the broker's acknowledgement.
-    ///
-    /// # Errors
-    /// [`SinkError::Delivery`] when librdkafka gave up on the record (after its own retries).
-    pub async fn acknowledged(self) -> Result<(), SinkError> {
-        match self.delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((source, _))) => Err(SinkError::Delivery {
-                topic: self.topic.to_string(),
-                source,
-            }),
-            Err(_) => Err(SinkError::Delivery {
-                topic: self.topic.to_string(),
-                source: KafkaError::Canceled,
-            }),
-        }
     }
 }
 
@@ -274,8 +112,8 @@ impl Sink {
         for (k, v) in &settings.producer.0 {
             config.set(k, v);
         }
-        let producer: FutureProducer<KafkaContext> = config
-            .create_with_context(KafkaContext::default())
+        let producer: ThreadedProducer<SinkContext> = config
+            .create_with_context(SinkContext::default())
             .map_err(SinkError::Create)?;
         let topics = vec![
             settings.output_topic.clone(),
@@ -304,6 +142,7 @@ impl Sink {
             .find(|(k, _)| k == "message.max.bytes")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_MESSAGE);
+        let producer = Arc::new(producer);
         if let Some(id) = &transactional_id {
             let starting = producer.clone();
             tokio::task::spawn_blocking(move || starting.init_transactions(timeout))
@@ -376,20 +215,23 @@ impl Sink {
         })
     }
 
-    /// Enqueues one output record; its topic is the plugin's choice or the output topic.
+    /// Where the producer's acknowledgements come in.
+    pub fn acks(&self) -> &Arc<Acks> {
+        &self.producer.context().acks
+    }
+
+    /// Enqueues one output record with `token`; its topic is the plugin's choice or the output
+    /// topic.
     ///
     /// # Errors
     /// [`SinkError::Produce`] when librdkafka refuses the record (too large, unknown topic).
-    pub async fn send(
+    pub fn send(
         &self,
         record: &OutputRecord,
         extra: &[(&str, &[u8])],
-    ) -> Result<Pending, SinkError> {
-        let topic = match record.topic.as_deref() {
-            None => self.output_topic.clone(),
-            Some(named) if *named == *self.output_topic => self.output_topic.clone(),
-            Some(named) => Arc::from(named),
-        };
+        token: usize,
+    ) -> Result<Sent, SinkError> {
+        let topic = record.topic.as_deref().unwrap_or(&self.output_topic);
         let headers = record
             .headers
             .iter()
@@ -400,24 +242,25 @@ impl Sink {
             record.key.as_deref(),
             record.value.as_deref(),
             headers,
+            token,
         )
-        .await
     }
 
-    /// Enqueues the dead letter of `input`: its key, value and headers as consumed (`exact`
-    /// headers when the record's own could not hold them byte for byte), plus the reason and
-    /// where it came from, cut to fit the size limit as [`Form`] says.
+    /// Enqueues the dead letter of `input` with `token`: its key, value and headers as consumed
+    /// (`exact` headers when the record's own could not hold them byte for byte), plus the
+    /// reason and where it came from, cut to fit the size limit as [`Form`] says.
     ///
     /// # Errors
     /// As [`Sink::send`].
-    pub async fn send_dead_letter(
+    pub fn send_dead_letter(
         &self,
         input: &InputRecord,
         exact: Option<&[RawHeader]>,
         failure: &Failure,
         plugin_digest: &str,
         form: Form,
-    ) -> Result<Pending, SinkError> {
+        token: usize,
+    ) -> Result<Sent, SinkError> {
         let letter =
             dead_letter::shape(input, exact, failure, plugin_digest, self.max_message, form);
         let notes: Vec<(&str, &[u8])> = letter
@@ -427,42 +270,33 @@ impl Sink {
             .collect();
         let headers = build_headers(letter.headers.iter().copied(), &notes);
         self.enqueue(
-            self.dead_letter_topic.clone(),
+            &self.dead_letter_topic,
             letter.key,
             letter.value,
             headers,
+            token,
         )
-        .await
     }
 
-    async fn enqueue(
+    fn enqueue(
         &self,
-        topic: Arc<str>,
+        topic: &str,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: OwnedHeaders,
-    ) -> Result<Pending, SinkError> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(Pending { topic, delivery }),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                }
-                Err((source, _)) => {
-                    return Err(SinkError::Produce {
-                        topic: topic.to_string(),
-                        source,
-                    });
-                }
-            }
+        token: usize,
+    ) -> Result<Sent, SinkError> {
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, token).headers(headers);
+        record.key = key;
+        record.payload = value;
+        match self.producer.send(record) {
+            Ok(()) => Ok(Sent::Queued),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(Sent::Full),
+            Err((source, _)) => Err(SinkError::Produce {
+                topic: topic.to_owned(),
+                source,
+            }),
         }
     }
 

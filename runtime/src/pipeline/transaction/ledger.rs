@@ -1,12 +1,6 @@
-//! Exactly-once mode: the open transaction. It opens when the first record of a window is
-//! produced, collects every record whose outputs (or dead letter) went into it, and is due for
-//! commit `transaction-interval` later. Committing sends, per input partition, the offset after
-//! the last record in it; records are produced in consumption order, so every record below that
-//! offset (under the same assignment) is in this transaction or an earlier one.
-//!
-//! Whatever cannot commit is aborted, and the pipeline reads the uncommitted records again from
-//! each partition's rewind point (see `source::ownership`), so no record's outputs are committed
-//! twice or never.
+//! What exactly-once mode remembers: the open transaction's window (which records, hence which
+//! input offsets, it covers, and when it is due), the records the broker refused, and whether
+//! the producer holds a transaction open.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,29 +10,16 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use crate::failure::Failure;
-use crate::sink::{Form, TransactionError};
+use crate::sink::Form;
 
 /// Records the broker refused inside a transaction, by (topic, partition, offset): each time
 /// one is read again it is dead-lettered in the form given, until a commit covers it.
 pub(super) type Refusals = HashMap<(Arc<str>, i32, i64), (Failure, Form)>;
 
-/// How a transaction's commit ended.
-#[derive(Debug)]
-pub(super) enum Committed {
-    Done(Vec<Covered>),
-    /// A partition in it is no longer owned under the assignment its records were read in.
-    Stale,
-    Failed(TransactionError),
-}
-
-/// A commit running on a blocking thread.
-pub(super) type Committing = tokio::task::JoinHandle<Committed>;
-
 /// Exactly-once mode's state, kept across the sessions an abort separates.
 #[derive(Debug)]
-pub(super) struct Transactions {
+pub(super) struct Ledger {
     pub(super) window: Window,
-    pub(super) committing: Option<Committing>,
     /// Whether the producer has a transaction open: begun, and neither committed nor aborted.
     pub(super) in_producer: bool,
     refusals: Refusals,
@@ -46,11 +27,10 @@ pub(super) struct Transactions {
     pub(super) aborts_in_a_row: u32,
 }
 
-impl Transactions {
+impl Ledger {
     pub(super) fn new(interval: Duration) -> Self {
         Self {
             window: Window::new(interval),
-            committing: None,
             in_producer: false,
             refusals: Refusals::new(),
             aborts_in_a_row: 0,
@@ -248,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_commit_settles_the_refusals_it_passed() {
-        let mut t = Transactions::new(Duration::from_millis(100));
+        let mut t = Ledger::new(Duration::from_millis(100));
         let why = || {
             (
                 Failure::new(crate::failure::Reason::OutputRefused, "too large"),
