@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use super::process::{Outcome, Taken};
 use super::progress::Quota;
-use crate::contract::InputRecord;
+use crate::contract::{InputRecord, OutputRecord};
 use crate::failure::{Failure, Reason};
+use crate::kafka::headers::RawHeader;
 use crate::metrics::Counters;
 use crate::sink::{Ack, Acks, Form, PLUGIN_DIGEST_HEADER, Sent, Sink, SinkError};
 
@@ -88,10 +89,60 @@ pub(super) trait Gate {
     ) -> Result<(), super::PipelineError>;
 }
 
+/// Where records are sent: the Kafka [`Sink`], or a scripted one in tests.
+pub(super) trait Outlet {
+    /// See [`Sink::send`].
+    fn send(
+        &self,
+        record: &OutputRecord,
+        extra: &[(&str, &[u8])],
+        token: usize,
+    ) -> Result<Sent, SinkError>;
+    /// See [`Sink::send_dead_letter`].
+    fn send_dead_letter(
+        &self,
+        input: &InputRecord,
+        exact: Option<&[RawHeader]>,
+        failure: &Failure,
+        plugin_digest: &str,
+        form: Form,
+        token: usize,
+    ) -> Result<Sent, SinkError>;
+    /// Where the acknowledgements of what was sent come in.
+    fn acks(&self) -> &Arc<Acks>;
+}
+
+impl Outlet for Sink {
+    fn send(
+        &self,
+        record: &OutputRecord,
+        extra: &[(&str, &[u8])],
+        token: usize,
+    ) -> Result<Sent, SinkError> {
+        Sink::send(self, record, extra, token)
+    }
+
+    fn send_dead_letter(
+        &self,
+        input: &InputRecord,
+        exact: Option<&[RawHeader]>,
+        failure: &Failure,
+        plugin_digest: &str,
+        form: Form,
+        token: usize,
+    ) -> Result<Sent, SinkError> {
+        Sink::send_dead_letter(self, input, exact, failure, plugin_digest, form, token)
+    }
+
+    fn acks(&self) -> &Arc<Acks> {
+        Sink::acks(self)
+    }
+}
+
 /// The records in the producer, by token.
 #[derive(Debug)]
-pub(super) struct Delivery {
-    sink: Sink,
+pub(super) struct Delivery<O = Sink> {
+    sink: O,
     counters: Arc<Counters>,
     /// In a transaction, a refused output is not followed by a dead letter in the same one.
     transactional: bool,
@@ -110,8 +161,8 @@ pub(super) struct Delivery {
     dead_letter_log: Quota,
 }
 
-impl Delivery {
-    pub(super) fn new(sink: Sink, counters: Arc<Counters>, transactional: bool) -> Self {
+impl<O: Outlet> Delivery<O> {
+    pub(super) fn new(sink: O, counters: Arc<Counters>, transactional: bool) -> Self {
         Self {
             sink,
             counters,
@@ -436,4 +487,321 @@ fn output_refused(error: &SinkError) -> Failure {
         Reason::OutputRefused,
         format!("an output record was refused: {error}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    use super::*;
+
+    /// A sink that answers from a script (queued when the script is out) and notes what it
+    /// was given.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<Sent, SinkError>>>,
+        sent: Mutex<Vec<(usize, String)>>,
+        acks: Arc<Acks>,
+    }
+
+    impl Scripted {
+        fn answering(answers: Vec<Result<Sent, SinkError>>) -> Self {
+            Self {
+                answers: Mutex::new(answers.into()),
+                ..Self::default()
+            }
+        }
+
+        fn answer(&self, token: usize, what: String) -> Result<Sent, SinkError> {
+            let answer = self.answers.lock().unwrap().pop_front();
+            let answer = answer.unwrap_or(Ok(Sent::Queued));
+            if matches!(answer, Ok(Sent::Queued)) {
+                self.sent.lock().unwrap().push((token, what));
+            }
+            answer
+        }
+
+        fn sent(&self) -> Vec<(usize, String)> {
+            self.sent.lock().unwrap().clone()
+        }
+    }
+
+    impl Outlet for Scripted {
+        fn send(
+            &self,
+            record: &OutputRecord,
+            _: &[(&str, &[u8])],
+            token: usize,
+        ) -> Result<Sent, SinkError> {
+            let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
+            self.answer(token, value.into_owned())
+        }
+
+        fn send_dead_letter(
+            &self,
+            _: &InputRecord,
+            _: Option<&[RawHeader]>,
+            failure: &Failure,
+            _: &str,
+            form: Form,
+            token: usize,
+        ) -> Result<Sent, SinkError> {
+            self.answer(
+                token,
+                format!("dead letter {form:?} {}", failure.reason.code()),
+            )
+        }
+
+        fn acks(&self) -> &Arc<Acks> {
+            &self.acks
+        }
+    }
+
+    /// A gate that is always open and notes the offsets that entered.
+    #[derive(Default)]
+    struct Entered(Vec<i64>);
+
+    impl Gate for Entered {
+        fn open(&self) -> bool {
+            true
+        }
+
+        fn entering(
+            &mut self,
+            record: &InputRecord,
+            _: u64,
+        ) -> Result<(), super::super::PipelineError> {
+            self.0.push(record.offset);
+            Ok(())
+        }
+    }
+
+    fn delivery(sink: Scripted, transactional: bool) -> Delivery<Scripted> {
+        Delivery::new(sink, Arc::new(Counters::default()), transactional)
+    }
+
+    /// A record at `offset` with one output per value.
+    fn processed(offset: i64, values: &[&str]) -> (Outcome, Taken) {
+        let record = InputRecord {
+            topic: Arc::from("in"),
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: None,
+            value: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        };
+        let outputs = values
+            .iter()
+            .map(|v| OutputRecord {
+                key: None,
+                value: Some(v.as_bytes().to_vec()),
+                headers: Vec::new(),
+                topic: None,
+            })
+            .collect();
+        let outcome = Outcome {
+            record,
+            result: Ok(outputs),
+            plugin_digest: Arc::from("digest"),
+        };
+        let taken = Taken {
+            arrived: Instant::now(),
+            generation: 1,
+            epoch: 0,
+            exact_headers: None,
+            refused: None,
+            form: Form::Full,
+        };
+        (outcome, taken)
+    }
+
+    fn too_large() -> KafkaError {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    }
+
+    fn refused() -> SinkError {
+        SinkError::Produce {
+            topic: "out".into(),
+            source: too_large(),
+        }
+    }
+
+    fn ack(delivery: &Delivery<Scripted>, token: usize, error: Option<KafkaError>) {
+        let error = error.map(|e| (e, "out".to_owned()));
+        delivery.sink.acks.push(Ack { token, error });
+    }
+
+    fn finished(settled: &[Settled]) -> Vec<i64> {
+        settled
+            .iter()
+            .filter_map(|s| match s {
+                Settled::Finished(p) => Some(p.offset),
+                Settled::Refused(_) => None,
+            })
+            .collect()
+    }
+
+    fn sent(what: &[(usize, &str)]) -> Vec<(usize, String)> {
+        what.iter().map(|(t, w)| (*t, (*w).to_owned())).collect()
+    }
+
+    #[test]
+    fn records_settle_when_all_their_acknowledgements_are_in_whatever_their_order() {
+        let mut d = delivery(Scripted::default(), false);
+        let mut gate = Entered::default();
+        let mut settled = Vec::new();
+        for (offset, values) in [(10, &["a", "b"][..]), (11, &[][..]), (12, &["c"][..])] {
+            let (o, t) = processed(offset, values);
+            d.push(o, t);
+        }
+        d.send(&mut gate, &mut settled).unwrap();
+        assert_eq!(gate.0, [10, 11, 12]);
+        assert_eq!(d.sink.sent(), sent(&[(0, "a"), (0, "b"), (2, "c")]));
+        assert_eq!(finished(&settled), [11], "nothing to send: settled at once");
+        settled.clear();
+        ack(&d, 2, None);
+        ack(&d, 0, None);
+        d.acknowledge(&mut settled).unwrap();
+        assert_eq!(finished(&settled), [12], "record 10 awaits its second ack");
+        settled.clear();
+        ack(&d, 0, None);
+        d.acknowledge(&mut settled).unwrap();
+        assert_eq!(finished(&settled), [10]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_holds_back_the_record_and_all_after_it_and_sends_nothing_twice() {
+        let sink = Scripted::answering(vec![Ok(Sent::Queued), Ok(Sent::Full)]);
+        let mut d = delivery(sink, false);
+        let mut gate = Entered::default();
+        let mut settled = Vec::new();
+        let (o, t) = processed(0, &["a", "b"]);
+        d.push(o, t);
+        let (o, t) = processed(1, &["c"]);
+        d.push(o, t);
+        d.send(&mut gate, &mut settled).unwrap();
+        assert!(d.is_full() && d.is_sending() && d.has_unsent());
+        assert_eq!(d.sink.sent(), sent(&[(0, "a")]));
+        assert_eq!(gate.0, [0], "the record after the full one has not entered");
+        d.send(&mut gate, &mut settled).unwrap();
+        assert!(!d.is_full() && !d.has_unsent());
+        assert_eq!(d.sink.sent(), sent(&[(0, "a"), (0, "b"), (1, "c")]));
+        assert_eq!(gate.0, [0, 1], "each record enters once");
+    }
+
+    #[test]
+    fn an_output_refused_on_enqueue_dead_letters_its_input_outside_a_transaction() {
+        let sink = Scripted::answering(vec![Ok(Sent::Queued), Err(refused())]);
+        let mut d = delivery(sink, false);
+        let mut settled = Vec::new();
+        let (o, t) = processed(7, &["a", "huge"]);
+        d.push(o, t);
+        d.send(&mut Entered::default(), &mut settled).unwrap();
+        assert_eq!(
+            d.sink.sent(),
+            sent(&[(0, "a"), (0, "dead letter Full output-refused")])
+        );
+        assert!(settled.is_empty());
+        ack(&d, 0, None);
+        ack(&d, 0, None);
+        d.acknowledge(&mut settled).unwrap();
+        assert_eq!(finished(&settled), [7]);
+    }
+
+    #[test]
+    fn in_a_transaction_a_record_whose_second_output_is_refused_settles_at_once() {
+        let sink = Scripted::answering(vec![Ok(Sent::Queued), Err(refused())]);
+        let mut d = delivery(sink, true);
+        let mut settled = Vec::new();
+        let (o, t) = processed(7, &["a", "huge"]);
+        d.push(o, t);
+        d.send(&mut Entered::default(), &mut settled).unwrap();
+        // Before its first output's acknowledgement: no commit may start with it inside.
+        let [Settled::Refused(again)] = &settled[..] else {
+            panic!("expected the record refused, got {settled:?}");
+        };
+        let failure = again.0.result.as_ref().unwrap_err();
+        assert_eq!(failure.reason, Reason::OutputRefused);
+        assert_eq!(
+            d.sink.sent(),
+            sent(&[(0, "a")]),
+            "no dead letter inside the transaction"
+        );
+        assert!(!d.is_sending());
+    }
+
+    #[test]
+    fn a_refusal_in_an_acknowledgement_sends_the_dead_letter_before_anything_unsent() {
+        let mut d = delivery(Scripted::default(), false);
+        let mut settled = Vec::new();
+        let mut gate = Entered::default();
+        let (o, t) = processed(0, &["a"]);
+        d.push(o, t);
+        d.send(&mut gate, &mut settled).unwrap();
+        let (o, t) = processed(1, &["b"]);
+        d.push(o, t);
+        ack(&d, 0, Some(too_large()));
+        d.acknowledge(&mut settled).unwrap();
+        assert!(settled.is_empty());
+        d.send(&mut gate, &mut settled).unwrap();
+        assert_eq!(
+            d.sink.sent(),
+            sent(&[(0, "a"), (0, "dead letter Full output-refused"), (1, "b")])
+        );
+        // The dead letter refused too: it goes again without the input's data.
+        ack(&d, 0, Some(too_large()));
+        d.acknowledge(&mut settled).unwrap();
+        d.send(&mut gate, &mut settled).unwrap();
+        assert_eq!(
+            d.sink.sent()[3],
+            (0, "dead letter Minimal output-refused".into())
+        );
+        ack(&d, 0, None);
+        ack(&d, 1, None);
+        d.acknowledge(&mut settled).unwrap();
+        assert_eq!(finished(&settled), [0, 1]);
+        assert_eq!(gate.0, [0, 1]);
+    }
+
+    #[test]
+    fn acknowledgements_of_forgotten_records_find_nothing() {
+        let mut d = delivery(Scripted::default(), true);
+        let mut settled = Vec::new();
+        let mut gate = Entered::default();
+        let (o, t) = processed(5, &["a"]);
+        d.push(o, t);
+        d.send(&mut gate, &mut settled).unwrap();
+        assert!(d.is_awaiting());
+        d.forget();
+        assert!(d.is_empty() && !d.is_awaiting());
+        let (o, t) = processed(5, &["a"]);
+        d.push(o, t);
+        d.send(&mut gate, &mut settled).unwrap();
+        ack(&d, 0, None);
+        d.acknowledge(&mut settled).unwrap();
+        assert!(
+            settled.is_empty(),
+            "token 0 belonged to the forgotten record"
+        );
+        ack(&d, 1, None);
+        d.acknowledge(&mut settled).unwrap();
+        assert_eq!(finished(&settled), [5]);
+    }
+
+    #[test]
+    fn a_delivery_failure_no_dead_letter_mends_is_an_error() {
+        let mut d = delivery(Scripted::default(), false);
+        let mut settled = Vec::new();
+        let (o, t) = processed(0, &["a"]);
+        d.push(o, t);
+        d.send(&mut Entered::default(), &mut settled).unwrap();
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        ack(&d, 0, Some(timed_out));
+        assert!(d.acknowledge(&mut settled).is_err());
+        assert!(settled.is_empty());
+    }
 }

@@ -30,7 +30,7 @@ pub struct Acks {
 }
 
 impl Acks {
-    fn push(&self, ack: Ack) {
+    pub(crate) fn push(&self, ack: Ack) {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.push(ack);
         let first = queue.len() == 1;
