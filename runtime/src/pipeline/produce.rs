@@ -515,16 +515,16 @@ mod tests {
         }
 
         fn answer(&self, token: usize, what: String) -> Result<Sent, SinkError> {
-            let answer = self.answers.lock().unwrap().pop_front();
+            let answer = self.answers.lock().expect("script").pop_front();
             let answer = answer.unwrap_or(Ok(Sent::Queued));
             if matches!(answer, Ok(Sent::Queued)) {
-                self.sent.lock().unwrap().push((token, what));
+                self.sent.lock().expect("script").push((token, what));
             }
             answer
         }
 
         fn sent(&self) -> Vec<(usize, String)> {
-            self.sent.lock().unwrap().clone()
+            self.sent.lock().expect("script").clone()
         }
     }
 
@@ -657,18 +657,18 @@ mod tests {
             let (o, t) = processed(offset, values);
             d.push(o, t);
         }
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         assert_eq!(gate.0, [10, 11, 12]);
         assert_eq!(d.sink.sent(), sent(&[(0, "a"), (0, "b"), (2, "c")]));
         assert_eq!(finished(&settled), [11], "nothing to send: settled at once");
         settled.clear();
         ack(&d, 2, None);
         ack(&d, 0, None);
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert_eq!(finished(&settled), [12], "record 10 awaits its second ack");
         settled.clear();
         ack(&d, 0, None);
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert_eq!(finished(&settled), [10]);
         assert!(d.is_empty());
     }
@@ -683,11 +683,11 @@ mod tests {
         d.push(o, t);
         let (o, t) = processed(1, &["c"]);
         d.push(o, t);
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         assert!(d.is_full() && d.is_sending() && d.has_unsent());
         assert_eq!(d.sink.sent(), sent(&[(0, "a")]));
         assert_eq!(gate.0, [0], "the record after the full one has not entered");
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         assert!(!d.is_full() && !d.has_unsent());
         assert_eq!(d.sink.sent(), sent(&[(0, "a"), (0, "b"), (1, "c")]));
         assert_eq!(gate.0, [0, 1], "each record enters once");
@@ -700,7 +700,7 @@ mod tests {
         let mut settled = Vec::new();
         let (o, t) = processed(7, &["a", "huge"]);
         d.push(o, t);
-        d.send(&mut Entered::default(), &mut settled).unwrap();
+        d.send(&mut Entered::default(), &mut settled).expect("sent");
         assert_eq!(
             d.sink.sent(),
             sent(&[(0, "a"), (0, "dead letter Full output-refused")])
@@ -708,7 +708,7 @@ mod tests {
         assert!(settled.is_empty());
         ack(&d, 0, None);
         ack(&d, 0, None);
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert_eq!(finished(&settled), [7]);
     }
 
@@ -719,12 +719,12 @@ mod tests {
         let mut settled = Vec::new();
         let (o, t) = processed(7, &["a", "huge"]);
         d.push(o, t);
-        d.send(&mut Entered::default(), &mut settled).unwrap();
+        d.send(&mut Entered::default(), &mut settled).expect("sent");
         // Before its first output's acknowledgement: no commit may start with it inside.
         let [Settled::Refused(again)] = &settled[..] else {
             panic!("expected the record refused, got {settled:?}");
         };
-        let failure = again.0.result.as_ref().unwrap_err();
+        let failure = again.0.result.as_ref().expect_err("refused");
         assert_eq!(failure.reason, Reason::OutputRefused);
         assert_eq!(
             d.sink.sent(),
@@ -741,28 +741,28 @@ mod tests {
         let mut gate = Entered::default();
         let (o, t) = processed(0, &["a"]);
         d.push(o, t);
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         let (o, t) = processed(1, &["b"]);
         d.push(o, t);
         ack(&d, 0, Some(too_large()));
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert!(settled.is_empty());
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         assert_eq!(
             d.sink.sent(),
             sent(&[(0, "a"), (0, "dead letter Full output-refused"), (1, "b")])
         );
         // The dead letter refused too: it goes again without the input's data.
         ack(&d, 0, Some(too_large()));
-        d.acknowledge(&mut settled).unwrap();
-        d.send(&mut gate, &mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
+        d.send(&mut gate, &mut settled).expect("sent");
         assert_eq!(
             d.sink.sent()[3],
             (0, "dead letter Minimal output-refused".into())
         );
         ack(&d, 0, None);
         ack(&d, 1, None);
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert_eq!(finished(&settled), [0, 1]);
         assert_eq!(gate.0, [0, 1]);
     }
@@ -774,21 +774,21 @@ mod tests {
         let mut gate = Entered::default();
         let (o, t) = processed(5, &["a"]);
         d.push(o, t);
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         assert!(d.is_awaiting());
         d.forget();
         assert!(d.is_empty() && !d.is_awaiting());
         let (o, t) = processed(5, &["a"]);
         d.push(o, t);
-        d.send(&mut gate, &mut settled).unwrap();
+        d.send(&mut gate, &mut settled).expect("sent");
         ack(&d, 0, None);
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert!(
             settled.is_empty(),
             "token 0 belonged to the forgotten record"
         );
         ack(&d, 1, None);
-        d.acknowledge(&mut settled).unwrap();
+        d.acknowledge(&mut settled).expect("acknowledged");
         assert_eq!(finished(&settled), [5]);
     }
 
@@ -798,7 +798,7 @@ mod tests {
         let mut settled = Vec::new();
         let (o, t) = processed(0, &["a"]);
         d.push(o, t);
-        d.send(&mut Entered::default(), &mut settled).unwrap();
+        d.send(&mut Entered::default(), &mut settled).expect("sent");
         let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         ack(&d, 0, Some(timed_out));
         assert!(d.acknowledge(&mut settled).is_err());
