@@ -5,14 +5,18 @@ so every variant runs the same bytes even when a build replaces them mid-run; a 
 missing or being rewritten is waited for. A process counts as finished when its consumer group
 has committed the input topic's end offsets: that needs no reading of the output while it works
 (which would take CPU from it), and it is what a finished at-least-once pipeline must have done.
-Every process is sampled for memory (VmHWM, VmRSS from /proc) while it runs, and is stopped with
-SIGTERM, which must end it cleanly (exit status 0) within ``STOP_TIMEOUT``.
+Every process is sampled for memory (VmHWM, VmRSS from /proc) and, with the processes around it
+(the broker, a load generator), for CPU time (harness.cpu) while it runs, and is stopped with
+SIGTERM, which must end it cleanly (exit status 0) within ``STOP_TIMEOUT``. A process can be
+pinned to CPUs (``taskset -c``): taskset sets the affinity and execs the command, so the pid the
+harness follows is the process's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -26,6 +30,7 @@ from confluent_kafka import Consumer
 
 from streamtools import kafka, paths, services
 
+from . import cpu
 from .result import VariantFailure
 
 STOP_TIMEOUT = 60.0
@@ -101,18 +106,46 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def start(name: str, args: Sequence[object], log_path: Path, env: Mapping[str, str] | None = None) -> services.Service:
-    """Starts a process, retried while a build rewrites its executable."""
+def start(
+    name: str, args: Sequence[object], log_path: Path, env: Mapping[str, str] | None = None, cpus: str | None = None
+) -> services.Service:
+    """Starts a process (on ``cpus``, e.g. "1", when given), retried while a build rewrites
+    its executable."""
+    args = ["taskset", "-c", cpus, *args] if cpus else list(args)
     return retrying(name, lambda: services.Service(name, args, log_path, env=env))
 
 
 def start_runtime(
-    binary: Path, plugin: Path, overrides: Mapping[str, object], log_path: Path, config: Path = paths.FRAUD_CONFIG
+    binary: Path, plugin: Path, overrides: Mapping[str, object], log_path: Path, config: Path = paths.FRAUD_CONFIG,
+    cpus: str | None = None,
 ) -> services.Service:
-    """The runtime as the tests start it, retried while a build rewrites the binary."""
+    """The runtime as the tests start it (on ``cpus`` when given), retried while a build
+    rewrites the binary."""
     overrides = {kafka_key(k): v for k, v in overrides.items()}
     env = {"RUST_LOG": os.environ.get("RUST_LOG", "info")}
+    if cpus:
+        binary = pinned_command(binary, cpus)
     return retrying("runtime", lambda: services.start_runtime(binary, plugin, config, overrides, log_path, env=env))
+
+
+def pinned_command(binary: Path, cpus: str) -> Path:
+    """A script beside ``binary`` that execs it under ``taskset -c CPUS`` with its arguments:
+    for launchers that take an executable rather than a command line."""
+    script = binary.with_name(f"{binary.name}-on-cpus-{cpus.replace(',', '_')}")
+    script.write_text(f'#!/bin/sh\nexec taskset -c {shlex.quote(cpus)} {shlex.quote(str(binary))} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def allowed_cpus(pid: int) -> str:
+    """``Cpus_allowed_list`` of a process, e.g. "1" or "0-1"; "?" once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return "?"
 
 
 def retrying(name: str, make: Callable[[], services.Service]) -> services.Service:
@@ -145,13 +178,17 @@ def memory_kib(pid: int) -> tuple[int, int] | None:
 
 
 @contextmanager
-def watching(launch: Callable[[], services.Service], brokers: str, group: str, topic: str) -> Iterator["Watch"]:
-    """Starts a process with ``launch`` and yields its :class:`Watch`; the process is stopped and
-    the watch closed however the block ends."""
+def watching(
+    launch: Callable[[], services.Service], brokers: str, group: str, topic: str,
+    others: Mapping[str, int] | None = None,
+) -> Iterator["Watch"]:
+    """Starts a process with ``launch`` and yields its :class:`Watch`, which also samples the CPU
+    of ``others`` (role -> pid: the broker, a load generator); the process is stopped and the
+    watch closed however the block ends."""
     service = launch()
     watch = None
     try:
-        watch = Watch(service, brokers, group, topic)
+        watch = Watch(service, brokers, group, topic, others)
         yield watch
     finally:
         service.stop(grace=5.0)
@@ -160,9 +197,13 @@ def watching(launch: Callable[[], services.Service], brokers: str, group: str, t
 
 
 class Watch:
-    """Follows one process: memory samples, and its group's committed offsets on one topic."""
+    """Follows one process: memory and CPU samples (with the CPU of the processes around it, in
+    ``tracks``), and its group's committed offsets on one topic."""
 
-    def __init__(self, service: services.Service, brokers: str, group: str, topic: str) -> None:
+    def __init__(
+        self, service: services.Service, brokers: str, group: str, topic: str,
+        others: Mapping[str, int] | None = None,
+    ) -> None:
         self.service = service
         self.topic = topic
         self.peak_kib = 0
@@ -170,6 +211,8 @@ class Watch:
         self.committed: dict[int, int | None] = {}
         self._consumer = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
         self._partitions = kafka.partitions_of(brokers, topic)
+        self.tracks = cpu.tracks_for(service.pid, others or {})
+        self._sampler = cpu.Sampler(self.tracks, also=self.sample)
 
     def sample(self) -> None:
         memory = memory_kib(self.service.pid)
@@ -221,6 +264,7 @@ class Watch:
         return self.service.process.returncode
 
     def close(self) -> None:
+        self._sampler.close()
         self._consumer.close()
 
     @property
