@@ -6,15 +6,22 @@ that topic with a consumer group of its own and writes its own output topic, one
 time. A variant counts only if its output is complete and right (every id once, verdicts equal
 to the model's scores, committed offsets at the end of the input); a failed check makes the run
 exit 1 and names the variant and what was wrong. Rates come from the output records' timestamps
-(first to last), so start-up does not count; the report gives ratios between variants.
+(first to last), so start-up does not count, and so does CPU-µs per record: the user+sys CPU
+(/proc/PID/stat) of the process, and of the broker beside it, over that same window, divided by
+the records in it. The report gives ratios between variants and marks the targets E1-E6.
 
     B1  runtime + pass-through plugin (no model call): the ceiling
     B2  runtime + fraud plugin + embedded ONNX model: the full pipeline
     B3  plugin-bench: the fraud plugin's logic native vs as a Wasm component
     B4  runtime + TF Serving-compatible server, one row per call vs batched; ideal client
-    B5  the same job in Python (confluent-kafka + onnxruntime) and with Quix Streams
-    B6  latency at half of B2's rate, as shipped and (--latency-overrides) tuned
-    B7  peak memory (VmHWM) and rate on a backlog of 1,000,000 records
+    B5  the same job in Python: B5-python as a skilled user writes it (confluent-kafka, orjson,
+        onnxruntime on one thread), B5-passthrough (consume -> produce, no parsing: the floor),
+        B5-python-stdlib (json from the standard library) and B5-quix (Quix Streams), as context
+    B6  latency at half of B2's rate: the runtime and (B6-python) the skilled Python pipeline at
+        the same offered rate, as shipped and (--latency-overrides) tuned
+    B7  peak memory (VmHWM) and rate on a backlog of 1,000,000 records, fraud and pass-through plugin
+    B8  B1, B2, B5-python and B5-passthrough again, the broker and the harness on CPU 0 and the
+        process under test on CPU 1 (taskset): records/s on one core (smoke: B2 and B5-python)
 
 Run it with bench/run.sh (set-up, builds, then this), or directly in .venv-bench:
 
@@ -49,12 +56,12 @@ sys.path.insert(0, str(BENCH))
 
 from streamtools import kafka, paths, services  # noqa: E402
 
-from harness import data, effective, external, latency, procs, report, variants  # noqa: E402
+from harness import data, effective, external, latency, pinned, procs, report, variants  # noqa: E402
 from harness.result import Result  # noqa: E402
 
-VARIANTS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+VARIANTS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
 SEED = 20260101
-RUNTIME_VARIANTS = {"B1", "B2", "B4", "B6", "B7"}
+RUNTIME_VARIANTS = {"B1", "B2", "B4", "B6", "B7", "B8"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -83,7 +90,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--per-record-records", type=int, help="B4 one-row-per-call records (default min(N, 20000))")
     p.add_argument("--ideal-seconds", type=float, help="B4 ideal client duration (default 10; smoke 2)")
     p.add_argument("--ideal-concurrency", type=int, default=4)
-    p.add_argument("--python-batch", type=int, default=500, help="B5 Python consume() batch")
+    p.add_argument("--python-batch", type=int, default=500, help="B5, B6-python and B8 Python consume() batch")
     p.add_argument("--b3-records", type=int, help="records for plugin-bench (default: --records)")
     p.add_argument("--timeout", type=float, help="seconds per variant (default 120 + records/1000)")
     p.add_argument("--seed", type=int, default=SEED)
@@ -146,7 +153,7 @@ def run(args, log_dir: Path, stack: list[services.Service], setup: list[str], re
     if selected & (RUNTIME_VARIANTS | {"B3"}):
         fraud = procs.snapshot(fraud_path, bin_dir)
         setup.append(f"fraud plugin: {fraud_path} (sha256 {fraud.sha256[:16]}…)")
-    if "B1" in selected:
+    if selected & {"B1", "B7", "B8"}:
         passthrough = optional_artifact(passthrough_path, bin_dir)
         setup.append(f"pass-through plugin: {passthrough_path}" + ("" if passthrough else " (missing)"))
 
@@ -156,12 +163,12 @@ def run(args, log_dir: Path, stack: list[services.Service], setup: list[str], re
     env = variants.Env(
         brokers=broker.bootstrap, log_dir=log_dir, runtime=runtime.copy if runtime else Path("runtime"),
         fraud_plugin=fraud.copy if fraud else Path("fraud_plugin.wasm"), passthrough_plugin=passthrough,
-        overrides=args.per_variant, timeout=args.timeout,
+        overrides=args.per_variant, timeout=args.timeout, others={"broker": broker.pid},
     )
 
     dataset = None
     suffix = uuid.uuid4().hex[:8]
-    if selected & {"B1", "B2", "B4", "B5"}:
+    if selected & {"B1", "B2", "B4", "B5", "B8"}:
         topic = f"bench-input-{suffix}"
         kafka.create_topics(broker.bootstrap, {topic: 4})
         print(f"--- producing {args.records:,} transactions to {topic} (4 partitions)", flush=True)
@@ -184,7 +191,11 @@ def run(args, log_dir: Path, stack: list[services.Service], setup: list[str], re
         results += run_b4(args, env, dataset, stack, setup, suffix)
     if "B5" in selected:
         results.append(variants.b5_python(env, dataset, args.python_batch))
+        results.append(variants.b5_passthrough(env, dataset, args.python_batch))
+        results.append(variants.b5_stdlib(env, dataset, args.python_batch))
         results.append(variants.b5_quix(env, dataset))
+    if "B8" in selected:  # before B6 and B7 fill the broker's memory with more topics
+        results += pinned.run(env, dataset, args.python_batch, pinned.SMOKE_KEYS if args.smoke else pinned.KEYS)
     if "B6" in selected:
         results += run_b6(args, env, results)
     if "B7" in selected:
@@ -193,9 +204,11 @@ def run(args, log_dir: Path, stack: list[services.Service], setup: list[str], re
         print(f"--- B7: producing a backlog of {args.backlog:,} transactions to {topic}", flush=True)
         try:
             backlog = data.produce_dataset(broker.bootstrap, topic, args.seed + 7, args.backlog)
-            results.append(variants.b7_memory(env, backlog))
         except Exception as error:
             results.append(Result("B7", "memory on a backlog").fail_by(error))
+        else:
+            results.append(variants.b7_memory(env, backlog))
+            results.append(variants.b7_memory(env, backlog, passthrough=True))
 
 
 def run_b4(args, env: variants.Env, dataset, stack, setup: list[str], suffix: str) -> list[Result]:
@@ -246,6 +259,11 @@ def run_b6(args, env: variants.Env, results: list[Result]) -> list[Result]:
                                          args.model_p99_ms)
         result.notes.insert(0, f"rate {rate:,.0f}/s ({why})")
         out.append(result)
+        if key == "B6":  # the same offered rate through the skilled Python pipeline, for E5
+            python = latency.python_latency(env, "B6-python", rate, args.latency_seconds, args.seed + 3,
+                                            args.python_batch)
+            python.notes.insert(0, f"rate {rate:,.0f}/s ({why}; the same as B6)")
+            out.append(python)
     if not args.no_broker_floor:
         for key, overrides in floors:
             result = latency.broker_floor(env, key, overrides, rate, args.latency_seconds, args.seed + 3)

@@ -1,6 +1,8 @@
 """B6: latency at a fixed offered rate.
 
-The runtime (fraud plugin, embedded model) runs on a topic of its own. A warm-up of
+The runtime (fraud plugin, embedded model) runs on a topic of its own; then, at the same offered
+rate, the skilled Python pipeline (B6-python, pipelines/python_orjson.py), so that the two
+end-to-end figures compare like for like. A warm-up of
 ``WARMUP`` records must come out first (the group has joined, the plugin and model are warm);
 then the harness offers records at ``rate`` per second for ``seconds``. Afterwards both topics
 are read back: each output names its input by the fraud plugin's ``source-partition`` and
@@ -17,10 +19,15 @@ time from outside) unless a figure is given.
 Against this broker a large share of the latency is the broker's own: ``broker_floor`` offers the
 same load to a minimal forwarder (poll one record, produce it at once), measured the same way,
 so the runtime's share can be told apart from the broker's.
+
+CPU per record is measured as in the throughput variants (harness.cpu), over the offered
+records' outputs, for the process, the broker and the load generator (the harness, which offers
+the records itself).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -33,9 +40,9 @@ import numpy as np
 
 from streamtools import kafka, paths, services
 
-from . import data, effective, procs, verify
+from . import cpu, data, effective, procs, verify
 from .result import Result, VariantFailure
-from .variants import PIPELINES, Env, base_overrides, describe, runtime_counters
+from .variants import PIPELINES, SKILLED, Env, base_overrides, describe, python_command, runtime_counters
 
 WARMUP = 200
 POOL = 50_000  # distinct record values offered in turn
@@ -100,6 +107,23 @@ def runtime_latency(
     return result
 
 
+def python_latency(env: Env, key: str, rate: float, seconds: float, seed: int, batch: int) -> Result:
+    """The same offered load through the skilled Python pipeline (the one B5-python runs), with
+    the runtime's consumer properties: a fetch wait that only one side had tuned would decide
+    the comparison (librdkafka waits up to 500 ms by default, the runtime 50 ms)."""
+    props = effective.consumer_properties(env.extra("B6"))
+    result = Result(key, "latency at the same rate: skilled Python pipeline (orjson, onnxruntime)",
+                    unit="records/s offered")
+    result.notes.append(SKILLED.replace("BATCH", str(batch)))
+    result.notes.append("the runtime's consumer properties: " + " ".join(f"{k}={v}" for k, v in props.items()))
+
+    def launch(input_topic: str, names: procs.Names, log: Path) -> services.Service:
+        args = python_command(env, "python_orjson.py", input_topic, names, batch)
+        return procs.start("python-orjson", [*args, "--consumer", *(f"{k}={v}" for k, v in props.items())], log)
+
+    return run_latency(env, result, launch, rate, seconds, seed)
+
+
 def broker_floor(
     env: Env, key: str, overrides: Mapping[str, str], rate: float, seconds: float, seed: int
 ) -> Result:
@@ -135,7 +159,8 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
     pool = [r for chunk in data.chunks(seed, min(POOL, max(1, int(rate * seconds)))) for r in chunk]
     producer = data.StreamProducer(env.brokers, {"linger.ms": 0})
     start = lambda: launch(input_topic, names, log)  # noqa: E731
-    with result.reporting(), procs.watching(start, env.brokers, names.group, input_topic) as watch:
+    around = {**env.others, "load generator": os.getpid()}
+    with result.reporting(), procs.watching(start, env.brokers, names.group, input_topic, around) as watch:
         service = watch.service
         for i in range(WARMUP):
             producer.send(input_topic, b"warmup-%d" % i, pool[i % len(pool)].value)
@@ -160,6 +185,7 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
                     lambda m: inputs.__setitem__((m.partition(), m.offset()), m.timestamp()[1]),
                     timeout=max(120.0, offered / 5000.0))
         latencies, matched, unmatched = [], set(), 0
+        window: list[int] = []  # first and last timestamp of the offered records' outputs
 
         def visit(msg) -> None:
             nonlocal unmatched
@@ -174,7 +200,9 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
                 return
             matched.add(where)
             if not (msg.key() or b"").startswith(b"warmup-"):
-                latencies.append(msg.timestamp()[1] - inputs[where])
+                stamp = msg.timestamp()[1]
+                latencies.append(stamp - inputs[where])
+                window[:] = [min(window[0], stamp), max(window[1], stamp)] if window else [stamp, stamp]
 
         outputs = verify.scan(env.brokers, names.output, offered + WARMUP, visit, timeout=max(120.0, offered / 5000.0))
         if outputs != offered + WARMUP or len(matched) != len(inputs) or unmatched:
@@ -190,6 +218,7 @@ def run_latency(env: Env, result: Result, launch: Launch, rate: float, seconds: 
             "mean_ms": float(lat.mean()) if len(lat) else float("nan"), "samples": float(len(lat)),
             "peak_rss_mib": watch.peak_mib,
         })
+        cpu.fill(result, watch.tracks, *(window or [None, None]), len(latencies) - 1)
         if service.name == "runtime":
             result.notes += runtime_counters(service.log(), result.figures)
         result.notes.append(

@@ -2,13 +2,16 @@
 
 Each variant gets fresh output and dead-letter topics and a fresh consumer group, runs until its
 group has committed the input's end offsets, is stopped with SIGTERM (exit 0 expected), and is
-then checked record by record (verify.OutputCheck) and on its committed offsets.
+then checked record by record (verify.OutputCheck) and on its committed offsets. Its CPU, and
+the broker's, is measured over the window its rate is measured over (harness.cpu).
 
     B1  runtime + pass-through plugin (no model call): the ceiling of Kafka + Wasm + runtime
     B2  runtime + fraud plugin + embedded ONNX model: the full pipeline
     B4  runtime + fraud plugin + TF Serving-compatible server, one row per call and batched
-    B5  the same job in Python: confluent-kafka + onnxruntime, and Quix Streams
-    B7  B2 on a large backlog, for peak memory
+    B5  the same job in Python: as a skilled user writes it (orjson, onnxruntime on one thread),
+        with the stdlib's json, and with Quix Streams; and a Python pass-through (the floor)
+    B7  B2 and B1 on a large backlog, for peak memory
+    B8  B1, B2 and the two fast Python pipelines pinned to one core (harness.pinned)
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from __future__ import annotations
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 from streamtools import paths, services
 
-from . import procs, verify
+from . import cpu, procs, verify
 from .data import Dataset
 from .result import Result
 
@@ -42,6 +45,7 @@ class Env:
     passthrough_plugin: Path | None
     overrides: Mapping[str, Mapping[str, str]]  # upper-case variant key (or its group, "B4") -> overrides
     timeout: float | None  # per variant; None: from the record count
+    others: Mapping[str, int] = field(default_factory=dict)  # role -> pid, CPU measured beside the variant's
 
     def timeout_for(self, records: int) -> float:
         return self.timeout if self.timeout else 120.0 + records / 1000.0
@@ -76,8 +80,13 @@ def run_pipeline(
     dataset: Dataset,
     kind: str,
     launch: Launch,
+    others: Mapping[str, int] | None = None,
+    cpus: str | None = None,
 ) -> Result:
-    """Runs one pipeline process over ``dataset`` and checks what it wrote."""
+    """Runs one pipeline process over ``dataset`` and checks what it wrote. ``others``: more
+    processes whose CPU is measured (beside ``env.others``); ``cpus``: the CPUs the process was
+    started on, checked while it runs."""
+    around = {**env.others, **(others or {})}
     names = procs.fresh_names(result.key)
     procs.create_outputs(env.brokers, names)
     log = env.log_dir / f"{result.key}.log"
@@ -85,11 +94,14 @@ def run_pipeline(
     result.records = dataset.count
     print(f"--- {result.key}: {result.title} ({dataset.count:,} records, log {log})", flush=True)
     launched_ms = time.time() * 1000.0
-    with result.reporting(), procs.watching(lambda: launch(names, log), env.brokers, names.group, dataset.topic) as watch:
+    start = lambda: launch(names, log)  # noqa: E731
+    with result.reporting(), procs.watching(start, env.brokers, names.group, dataset.topic, around) as watch:
         service = watch.service
         wall = watch.until_committed(dataset.end_offsets, timeout)
+        problems = pin_findings(service.pid, cpus)
         status = watch.stop()
-        problems = [] if status == 0 else [f"exit status {status} after SIGTERM (log {log})"]
+        if status != 0:
+            problems.append(f"exit status {status} after SIGTERM (log {log})")
         check = verify.OutputCheck(dataset, kind)
         verify.scan(env.brokers, names.output, dataset.count, check.visit, timeout=max(60.0, dataset.count / 5000.0))
         dead = verify.count_records(env.brokers, names.dead_letter)
@@ -99,7 +111,10 @@ def run_pipeline(
             problems.append(f"{dead} dead letters (expected none)")
         result.rate = check.rate()
         result.figures.update({"peak_rss_mib": watch.peak_mib, "wall_seconds": wall})
+        cpu.fill(result, watch.tracks, check.first_ts, check.last_ts, check.count - 1)
         result.notes.append(f"peak RSS {watch.peak_mib:.0f} MiB")
+        if "cpu_cores_busy" in result.figures:
+            result.notes.append(f"{result.figures['cpu_cores_busy']:.2f} cores busy in the rate's window")
         if service.name == "runtime":
             result.notes += runtime_counters(service.log(), result.figures)
         if kind == "verdict":
@@ -111,8 +126,18 @@ def run_pipeline(
             problems.append("output timestamps older than the process: copied from the input? no rate")
         result.conclude(problems)
     rate = f", {result.rate:,.0f} records/s" if result.rate else ""
-    print(f"    {result.key}: {result.check_text()}{rate}", flush=True)
+    spent = result.figures.get("cpu_us_per_record")
+    spent = f", {spent:.1f} CPU-µs/record" if spent is not None and result.ok else ""
+    print(f"    {result.key}: {result.check_text()}{rate}{spent}", flush=True)
     return result
+
+
+def pin_findings(pid: int, cpus: str | None) -> list[str]:
+    """A process started on ``cpus`` must still be allowed only those CPUs (taskset worked)."""
+    if cpus is None:
+        return []
+    allowed = procs.allowed_cpus(pid)
+    return [] if allowed == cpus else [f"pinned to CPUs {cpus}, but /proc says Cpus_allowed_list {allowed}"]
 
 
 def runtime_counters(log: str, figures: dict[str, float]) -> list[str]:
@@ -142,9 +167,33 @@ def runtime_counters(log: str, figures: dict[str, float]) -> list[str]:
     return notes
 
 
-def runtime_launch(env: Env, plugin: Path, input_topic: str, overrides: Mapping[str, object]) -> Launch:
+def runtime_launch(
+    env: Env, plugin: Path, input_topic: str, overrides: Mapping[str, object], cpus: str | None = None
+) -> Launch:
     def launch(names: procs.Names, log: Path) -> services.Service:
-        return procs.start_runtime(env.runtime, plugin, {**base_overrides(env, input_topic, names), **overrides}, log)
+        overrides_now = {**base_overrides(env, input_topic, names), **overrides}
+        return procs.start_runtime(env.runtime, plugin, overrides_now, log, cpus=cpus)
+
+    return launch
+
+
+def python_command(
+    env: Env, script: str, input_topic: str, names: procs.Names, batch: int, dead_letter: bool = True
+) -> list[object]:
+    """The command line of one of the Python pipelines in bench/pipelines (in this interpreter)."""
+    args = [
+        sys.executable, "-u", PIPELINES / script, "--brokers", env.brokers, "--input", input_topic,
+        "--output", names.output, "--group", names.group, "--batch", str(batch),
+    ]
+    return args + (["--dead-letter", names.dead_letter] if dead_letter else [])
+
+
+def python_launch(
+    env: Env, name: str, script: str, input_topic: str, batch: int, dead_letter: bool = True, cpus: str | None = None
+) -> Launch:
+    def launch(names: procs.Names, log: Path) -> services.Service:
+        args = python_command(env, script, input_topic, names, batch, dead_letter)
+        return procs.start(name, args, log, cpus=cpus)
 
     return launch
 
@@ -192,28 +241,41 @@ def b4_model_server(
     per_record.notes.append(f"overrides: {describe(extra)}")
     if prefix.count < dataset.count:
         per_record.notes.append(f"first {prefix.count:,} of the {dataset.count:,} records (own topic): slow variant")
-    run_pipeline(env, per_record, prefix, "verdict", runtime_launch(env, env.fraud_plugin, prefix.topic, extra))
+    around = {"model server": server.pid}
+    run_pipeline(env, per_record, prefix, "verdict", runtime_launch(env, env.fraud_plugin, prefix.topic, extra), around)
 
     batched = Result("B4-batched", "runtime + fraud plugin + model server, micro-batching (defaults)")
     extra = {**serving, **env.extra("B4-batched")}
     batched.notes.append(f"overrides: {describe(extra)}")
-    run_pipeline(env, batched, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
+    run_pipeline(env, batched, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra), around)
     return per_record, batched
 
 
+SKILLED = ("consume(BATCH, timeout 10 ms), orjson.loads, one onnxruntime call per batch (1 intra-op and 1 "
+           "inter-op thread), orjson.dumps, flush + sync commit per batch")
+
+
 def b5_python(env: Env, dataset: Dataset, batch: int) -> Result:
-    result = Result("B5-python", "Python: confluent-kafka + onnxruntime, batch per poll, sync commit")
-    result.notes.append(f"consume({batch}, timeout 10 ms), one ORT call per batch, flush + sync commit per batch")
-
-    def launch(names: procs.Names, log: Path) -> services.Service:
-        args = [
-            sys.executable, "-u", PIPELINES / "python_pipeline.py",
-            "--brokers", env.brokers, "--input", dataset.topic, "--output", names.output,
-            "--dead-letter", names.dead_letter, "--group", names.group, "--batch", str(batch),
-        ]
-        return procs.start("python-pipeline", args, log)
-
+    """The Python figure the targets use: the pipeline a skilled user writes (~60 lines)."""
+    result = Result("B5-python", "Python as a skilled user writes it: confluent-kafka + orjson + onnxruntime")
+    result.notes.append(SKILLED.replace("BATCH", str(batch)))
+    launch = python_launch(env, "python-orjson", "python_orjson.py", dataset.topic, batch)
     return run_pipeline(env, result, dataset, "verdict", launch)
+
+
+def b5_stdlib(env: Env, dataset: Dataset, batch: int) -> Result:
+    result = Result("B5-python-stdlib", "Python with the stdlib's json: confluent-kafka + json + onnxruntime")
+    result.notes.append(f"context, not a target's figure: consume({batch}, timeout 10 ms), json.loads and float() "
+                        "per field, one ORT call per batch (ORT's default threads), flush + sync commit per batch")
+    launch = python_launch(env, "python-stdlib", "python_stdlib.py", dataset.topic, batch)
+    return run_pipeline(env, result, dataset, "verdict", launch)
+
+
+def b5_passthrough(env: Env, dataset: Dataset, batch: int) -> Result:
+    result = Result("B5-passthrough", "Python pass-through: confluent-kafka consume -> produce, no parsing (the floor)")
+    result.notes.append(f"consume({batch}, timeout 10 ms), produce key and value unchanged, flush + sync commit per batch")
+    launch = python_launch(env, "python-passthrough", "python_passthrough.py", dataset.topic, batch, dead_letter=False)
+    return run_pipeline(env, result, dataset, "copy", launch)
 
 
 def b5_quix(env: Env, dataset: Dataset) -> Result:
@@ -231,10 +293,19 @@ def b5_quix(env: Env, dataset: Dataset) -> Result:
     return run_pipeline(env, result, dataset, "verdict", launch)
 
 
-def b7_memory(env: Env, backlog: Dataset) -> Result:
-    result = Result("B7", "memory: runtime + fraud plugin + embedded model on a backlog")
-    extra = env.extra("B7")
+def b7_memory(env: Env, backlog: Dataset, passthrough: bool = False) -> Result:
+    """The backlog read by the runtime with the fraud plugin (B7), or the pass-through plugin."""
+    if passthrough:
+        result = Result("B7-passthrough", "memory: runtime + pass-through plugin on a backlog")
+        plugin, kind = env.passthrough_plugin, "copy"
+    else:
+        result = Result("B7", "memory: runtime + fraud plugin + embedded model on a backlog")
+        plugin, kind = env.fraud_plugin, "verdict"
+    if plugin is None:
+        result.notes.append("passthrough_plugin.wasm not built")
+        return result
+    extra = env.extra(result.key)
     if extra:
         result.notes.append(f"overrides: {describe(extra)}")
     result.notes.append(f"backlog produced before start ({backlog.produce_seconds:.0f}s to produce)")
-    return run_pipeline(env, result, backlog, "verdict", runtime_launch(env, env.fraud_plugin, backlog.topic, extra))
+    return run_pipeline(env, result, backlog, kind, runtime_launch(env, plugin, backlog.topic, extra))

@@ -1,4 +1,4 @@
-"""The fraud pipeline as a careful Python user would write it (benchmark variant B5).
+"""The fraud pipeline in Python with the standard library's json (benchmark variant B5-python-stdlib).
 
 confluent-kafka consumer without auto-commit; per ``consume()`` of up to ``--batch`` records (waiting
 at most ``--poll-timeout`` for a batch to fill): decode the
@@ -8,7 +8,10 @@ for every delivery, then commit synchronously. A record that is not a valid tran
 the dead-letter topic. At-least-once: nothing is committed before its outputs are acknowledged.
 SIGTERM or SIGINT: finish the batch in hand, commit, close, exit 0.
 
-    python_pipeline.py --brokers HOST:PORT --input T --output T --dead-letter T --group G
+Kept as context beside python_orjson.py (B5-python), the figure the targets use: this loop
+spends most of its time in ``json.loads`` and ``float()``, which no careful user would ship.
+
+    python_stdlib.py --brokers HOST:PORT --input T --output T --dead-letter T --group G
 """
 
 from __future__ import annotations
