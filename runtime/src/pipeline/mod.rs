@@ -26,6 +26,7 @@
 //! commits, all within `shutdown-timeout`.
 
 mod drive;
+mod outlet;
 mod process;
 mod produce;
 mod progress;

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::outlet::Outlet;
 use super::process::{Outcome, Taken};
 use super::progress::Quota;
-use crate::contract::{InputRecord, OutputRecord};
+use crate::contract::InputRecord;
 use crate::failure::{Failure, Reason};
-use crate::kafka::headers::RawHeader;
 use crate::metrics::Counters;
 use crate::sink::{Ack, Acks, Form, PLUGIN_DIGEST_HEADER, Sent, Sink, SinkError};
 
@@ -87,56 +87,6 @@ pub(super) trait Gate {
         record: &InputRecord,
         generation: u64,
     ) -> Result<(), super::PipelineError>;
-}
-
-/// Where records are sent: the Kafka [`Sink`], or a scripted one in tests.
-pub(super) trait Outlet {
-    /// See [`Sink::send`].
-    fn send(
-        &self,
-        record: &OutputRecord,
-        extra: &[(&str, &[u8])],
-        token: usize,
-    ) -> Result<Sent, SinkError>;
-    /// See [`Sink::send_dead_letter`].
-    fn send_dead_letter(
-        &self,
-        input: &InputRecord,
-        exact: Option<&[RawHeader]>,
-        failure: &Failure,
-        plugin_digest: &str,
-        form: Form,
-        token: usize,
-    ) -> Result<Sent, SinkError>;
-    /// Where the acknowledgements of what was sent come in.
-    fn acks(&self) -> &Arc<Acks>;
-}
-
-impl Outlet for Sink {
-    fn send(
-        &self,
-        record: &OutputRecord,
-        extra: &[(&str, &[u8])],
-        token: usize,
-    ) -> Result<Sent, SinkError> {
-        Sink::send(self, record, extra, token)
-    }
-
-    fn send_dead_letter(
-        &self,
-        input: &InputRecord,
-        exact: Option<&[RawHeader]>,
-        failure: &Failure,
-        plugin_digest: &str,
-        form: Form,
-        token: usize,
-    ) -> Result<Sent, SinkError> {
-        Sink::send_dead_letter(self, input, exact, failure, plugin_digest, form, token)
-    }
-
-    fn acks(&self) -> &Arc<Acks> {
-        Sink::acks(self)
-    }
 }
 
 /// The records in the producer, by token.
@@ -496,6 +446,8 @@ mod tests {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
     use super::*;
+    use crate::contract::OutputRecord;
+    use crate::kafka::headers::RawHeader;
 
     /// A sink that answers from a script (queued when the script is out) and notes what it
     /// was given.
