@@ -66,9 +66,9 @@ def header(record: dict, name: str) -> str | None:
     return values[-1] if values else None
 
 
-def fill(brokers: str, topic: str, seed: int, count: int) -> tuple[set, kafka.ProduceReport]:
+def fill(brokers: str, topic: str, seed: int, count: int, first_id: int = 1) -> tuple[set, kafka.ProduceReport]:
     """``count`` fraud transactions produced to ``topic``: their ids and the produce report."""
-    inputs = fraud.input_records(seed, count)
+    inputs = fraud.input_records(seed, count, first_id=first_id)
     produced = kafka.produce(brokers, topic, [(r.key, r.value) for r in inputs])
     return {r.transaction["id"] for r in inputs}, produced
 
@@ -280,14 +280,19 @@ def test_an_outage_longer_than_message_timeout_stops_the_run_and_a_restart_loses
     assert not missing, f"ids never scored after the restart: {some(missing)}"
 
 
-def kill_until_the_breaker_opens(server: services.ModelServer, runtime: services.Service) -> None:
-    """Kills the model server and waits until the runtime holds its calls."""
+def kill_until_the_breaker_opens(
+    server: services.ModelServer, runtime: services.Service, brokers: str, topic: str, seed: int
+) -> set:
+    """Kills the model server, then feeds ``topic`` more records so that the runtime has calls to
+    make whatever it finished before the kill, and waits until it holds them. Returns their ids."""
     server.signal(signal.SIGKILL)
     assert server.wait(10) is not None
+    ids, _ = fill(brokers, topic, seed, 500, first_id=1_000_000)
     deadline = time.monotonic() + 30
     while "holding calls" not in runtime.log() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "holding calls" in runtime.log(), f"the breaker never opened:\n{runtime.tail()}"
+    return ids
 
 
 def test_a_second_signal_exits_at_once_without_waiting_for_the_drain(
@@ -303,7 +308,7 @@ def test_a_second_signal_exits_at_once_without_waiting_for_the_drain(
         runtime = start_runtime(settings)
         with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
             read_while_running(reader, runtime, 100, OUTPUT_TIMEOUT)
-        kill_until_the_breaker_opens(server, runtime)
+        kill_until_the_breaker_opens(server, runtime, broker.bootstrap, topics.input, SEED + 60)
         runtime.signal(signal.SIGTERM)
         time.sleep(1.0)
         assert runtime.running(), "the first signal should leave the runtime draining"
@@ -339,7 +344,7 @@ def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
         first = start_runtime(settings)
         with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
             outputs = read_while_running(reader, first, count // 4, OUTPUT_TIMEOUT)
-            kill_until_the_breaker_opens(server, first)
+            ids |= kill_until_the_breaker_opens(server, first, broker.bootstrap, topics.input, SEED + 61)
             first.signal(signal.SIGTERM)
             signalled = time.monotonic()
             status = first.wait(shutdown_timeout + margin + 10)
