@@ -117,19 +117,21 @@ impl Commit<'_> {
     ) -> Result<(), PipelineError> {
         let mut released = 0;
         let mut refused = None;
+        // One store per partition for the whole drain, not one per record: a store looks the
+        // topic up in librdkafka and takes its locks.
+        let mut stores: Vec<Position> = Vec::new();
         for s in settled.drain(..) {
             match s {
-                Settled::Finished(Position {
-                    topic,
-                    partition,
-                    offset,
-                    generation,
-                    epoch,
-                }) => {
-                    let finished = tracker.finished(&topic, partition, offset, epoch);
+                Settled::Finished(position) => {
+                    let finished = tracker.finished(
+                        &position.topic,
+                        position.partition,
+                        position.offset,
+                        position.epoch,
+                    );
                     released += finished.released;
-                    if let (Self::AtLeastOnce(source), Some(last)) = (&*self, finished.store) {
-                        source.finished_up_to(&topic, partition, last, generation);
+                    if let (Self::AtLeastOnce(_), Some(last)) = (&*self, finished.store) {
+                        note_store(&mut stores, position, last);
                     }
                 }
                 Settled::Refused(again) => {
@@ -138,6 +140,11 @@ impl Commit<'_> {
                         refused.get_or_insert(why);
                     }
                 }
+            }
+        }
+        if let Self::AtLeastOnce(source) = &*self {
+            for p in stores {
+                source.finished_up_to(&p.topic, p.partition, p.offset, p.generation);
             }
         }
         permits.add_permits(released);
@@ -239,6 +246,21 @@ impl Drive<'_> {
                 }
             }
         }
+    }
+}
+
+/// Notes that every record of `position`'s partition up to `last` may be stored, keeping one
+/// entry per partition and assignment (a later store of the same one supersedes it).
+fn note_store(stores: &mut Vec<Position>, mut position: Position, last: i64) {
+    position.offset = last;
+    match stores.iter_mut().find(|s| {
+        s.partition == position.partition
+            && s.generation == position.generation
+            && s.epoch == position.epoch
+            && s.topic == position.topic
+    }) {
+        Some(s) => s.offset = s.offset.max(last),
+        None => stores.push(position),
     }
 }
 

@@ -174,6 +174,8 @@ impl<O: Outlet> Delivery<O> {
         settled: &mut Vec<Settled>,
     ) -> Result<(), super::PipelineError> {
         self.full = false;
+        // One clock reading for every record this call sends: they leave together.
+        let now = Instant::now();
         while let Some(&token) = self.unsent.front() {
             let Some(entry) = self.entry_mut(token) else {
                 self.unsent.pop_front();
@@ -185,7 +187,7 @@ impl<O: Outlet> Delivery<O> {
                 }
                 gate.entering(&entry.outcome.record, entry.taken.generation)?;
             }
-            match self.send_on(token)? {
+            match self.send_on(token, now)? {
                 Sent::Full => {
                     self.full = true;
                     break;
@@ -194,7 +196,7 @@ impl<O: Outlet> Delivery<O> {
                     self.unsent.pop_front();
                 }
             }
-            if let Some(s) = self.settle_if_done(token) {
+            if let Some(s) = self.settle_if_done(token, now) {
                 settled.push(s);
             }
         }
@@ -202,7 +204,7 @@ impl<O: Outlet> Delivery<O> {
     }
 
     /// Sends what is left of one record, until all is sent or the queue is full.
-    fn send_on(&mut self, token: usize) -> Result<Sent, SinkError> {
+    fn send_on(&mut self, token: usize, now: Instant) -> Result<Sent, SinkError> {
         let Self {
             sink,
             counters,
@@ -234,7 +236,7 @@ impl<O: Outlet> Delivery<O> {
                             counters.skipped();
                         }
                         counters.produced(outputs.len() as u64);
-                        counters.produced_after(entry.taken.arrived.elapsed());
+                        counters.produced_after(now.saturating_duration_since(entry.taken.arrived));
                         // librdkafka holds copies now.
                         *outputs = Vec::new();
                         entry.stage = Stage::Sent;
@@ -288,7 +290,8 @@ impl<O: Outlet> Delivery<O> {
                         Ok(Sent::Queued) => {
                             entry.waiting += 1;
                             counters.dead_lettered(failure.reason);
-                            counters.produced_after(entry.taken.arrived.elapsed());
+                            counters
+                                .produced_after(now.saturating_duration_since(entry.taken.arrived));
                             entry.stage = Stage::Sent;
                         }
                         Ok(Sent::Full) => return Ok(Sent::Full),
@@ -313,6 +316,7 @@ impl<O: Outlet> Delivery<O> {
     pub(super) fn acknowledge(&mut self, settled: &mut Vec<Settled>) -> Result<(), SinkError> {
         let mut acks = std::mem::take(&mut self.acks);
         self.sink.acks().take(&mut acks);
+        let now = Instant::now();
         let mut failed = None;
         for ack in acks.drain(..) {
             let Some(entry) = self.entry_mut(ack.token) else {
@@ -332,7 +336,7 @@ impl<O: Outlet> Delivery<O> {
                 }
                 entry.refused.get_or_insert(error);
             }
-            if let Some(s) = self.settle_if_done(ack.token) {
+            if let Some(s) = self.settle_if_done(ack.token, now) {
                 settled.push(s);
             }
         }
@@ -343,7 +347,7 @@ impl<O: Outlet> Delivery<O> {
     /// Settles the record of `token` if everything it sent is acknowledged: finished (it
     /// leaves the queue), or refused (it leaves in a transaction, and is queued again as a dead
     /// letter outside one).
-    fn settle_if_done(&mut self, token: usize) -> Option<Settled> {
+    fn settle_if_done(&mut self, token: usize, now: Instant) -> Option<Settled> {
         let transactional = self.transactional;
         let entry = self.entry_mut(token)?;
         // In a transaction a refusal dooms it at once: the record leaves before the rest of its
@@ -355,7 +359,7 @@ impl<O: Outlet> Delivery<O> {
         let Some(error) = entry.refused.take() else {
             let entry = self.remove(token)?;
             self.counters
-                .acknowledged_after(entry.taken.arrived.elapsed());
+                .acknowledged_after(now.saturating_duration_since(entry.taken.arrived));
             let r = entry.outcome.record;
             return Some(Settled::Finished(Position {
                 topic: r.topic,

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use futures::FutureExt;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::process::Batch;
@@ -23,10 +24,13 @@ use crate::source::{Consumed, Source};
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// Whether a record may be taken, and whether the source should be paused.
+///
+/// Permits are taken from the semaphore in bulk (all that are free) and forgotten at once: they
+/// return when their records are committable, through `add_permits`, never by being dropped.
 #[derive(Debug, Default)]
 struct Admission {
-    /// The permit the next record takes.
-    permit: Option<OwnedSemaphorePermit>,
+    /// Permits taken and not yet used: the records that may be read now.
+    credit: usize,
     /// Records taken without a permit (read while paused); the next permits pay for them.
     debt: usize,
     /// Since when records could not be taken.
@@ -42,25 +46,34 @@ enum Change {
 }
 
 impl Admission {
-    /// A permit arrived: it pays a debt, or waits for the next record.
-    fn granted(&mut self, permit: OwnedSemaphorePermit) {
-        if self.debt > 0 {
-            // The permit returns when its record is committable, not when this one drops.
-            permit.forget();
-            self.debt -= 1;
-        } else {
-            self.permit = Some(permit);
+    /// `n` permits arrived (already forgotten): they pay the debt first, then wait for records.
+    fn granted(&mut self, n: usize) {
+        let paid = n.min(self.debt);
+        self.debt -= paid;
+        self.credit += n - paid;
+    }
+
+    /// Takes every free permit without waiting.
+    fn top_up(&mut self, permits: &Semaphore) {
+        let free = permits.available_permits();
+        if free == 0 {
+            return;
+        }
+        let n = u32::try_from(free).unwrap_or(u32::MAX);
+        if let Ok(taken) = permits.try_acquire_many(n) {
+            taken.forget();
+            self.granted(n as usize);
         }
     }
 
     fn wants_permit(&self) -> bool {
-        self.permit.is_none()
+        self.credit == 0
     }
 
     /// Given whether the next stage can take a record, returns whether the source is to be
     /// resumed, and when it should be paused should nothing change.
     fn update(&mut self, stage_free: bool, now: Instant) -> (Change, Option<Instant>) {
-        if self.permit.is_some() && stage_free {
+        if self.credit > 0 && stage_free {
             self.stalled_since = None;
             if self.paused {
                 self.paused = false;
@@ -74,7 +87,7 @@ impl Admission {
     }
 
     fn can_take(&self, stage_free: bool) -> bool {
-        self.permit.is_some() && stage_free
+        self.credit > 0 && stage_free
     }
 
     fn paused(&mut self) {
@@ -89,15 +102,12 @@ impl Admission {
     /// partition that was being fetched already), goes on credit. Returns whether it went on
     /// credit, in which case the source must be paused again.
     fn take(&mut self) -> bool {
-        match self.permit.take() {
-            Some(p) => {
-                p.forget();
-                false
-            }
-            None => {
-                self.debt += 1;
-                true
-            }
+        if self.credit > 0 {
+            self.credit -= 1;
+            false
+        } else {
+            self.debt += 1;
+            true
         }
     }
 }
@@ -185,10 +195,29 @@ pub(super) async fn read(
     let mut admission = Admission::default();
     let mut batcher = Batcher::new(settings.batch_size, settings.linger);
     loop {
+        if admission.wants_permit() {
+            admission.top_up(&permits);
+        }
+        let now = Instant::now();
         let stage_free = !batcher.blocked();
-        let (change, pause_at) = admission.update(stage_free, Instant::now());
+        let (change, pause_at) = admission.update(stage_free, now);
         if change == Change::Resume {
             source.resume();
+        }
+        // What librdkafka holds already is taken without a turn of the loop below per record:
+        // one clock reading and one count for the run.
+        let mut drained = 0;
+        while admission.can_take(!batcher.blocked()) {
+            let Some(consumed) = source.next().now_or_never() else {
+                break;
+            };
+            admission.take();
+            batcher.push(consumed, now);
+            drained += 1;
+        }
+        if drained > 0 {
+            counters.consumed(drained);
+            continue;
         }
         let can_take = admission.can_take(stage_free);
         tokio::select! {
@@ -199,8 +228,11 @@ pub(super) async fn read(
                 _ => return,
             },
             () = sleep_until(batcher.flush_at()), if stage_free => batcher.cut_now(),
-            acquired = permits.clone().acquire_owned(), if admission.wants_permit() => match acquired {
-                Ok(p) => admission.granted(p),
+            acquired = permits.acquire(), if admission.wants_permit() => match acquired {
+                Ok(p) => {
+                    p.forget();
+                    admission.granted(1);
+                }
                 Err(_) => break,
             },
             () = sleep_until(pause_at) => {
@@ -280,9 +312,9 @@ mod tests {
         assert_eq!(rest, [vec![0], vec![1]]);
     }
 
-    #[tokio::test]
-    async fn a_record_read_while_paused_goes_on_credit_and_the_next_permit_pays() {
-        let permits = Arc::new(Semaphore::new(2));
+    #[test]
+    fn a_record_read_while_paused_goes_on_credit_and_the_next_permit_pays() {
+        let permits = Semaphore::new(2);
         let mut a = Admission::default();
         let now = Instant::now();
         assert_eq!(a.update(true, now), (Change::None, Some(now + PAUSE_AFTER)));
@@ -293,21 +325,37 @@ mod tests {
             "already paused: no second pause"
         );
         assert!(a.take(), "no permit: taken on credit");
-        a.granted(permits.clone().acquire_owned().await.expect("permit"));
-        assert!(a.wants_permit(), "the permit paid the debt");
-        assert_eq!(permits.available_permits(), 1, "and stays taken");
-        a.granted(permits.clone().acquire_owned().await.expect("permit"));
-        assert!(!a.wants_permit());
+        a.top_up(&permits);
+        assert_eq!(permits.available_permits(), 0, "every free permit is taken");
+        assert!(!a.wants_permit(), "one paid the debt, one is left");
         assert_eq!(a.update(true, now), (Change::Resume, None));
         assert!(!a.take());
-        assert_eq!(permits.available_permits(), 0);
+        assert!(a.wants_permit());
+        assert_eq!(permits.available_permits(), 0, "used permits stay taken");
     }
 
-    #[tokio::test]
-    async fn a_blocked_stage_pauses_after_a_while_even_with_permits() {
-        let permits = Arc::new(Semaphore::new(1));
+    #[test]
+    fn permits_are_taken_in_bulk_and_each_record_uses_one() {
+        let permits = Semaphore::new(3);
         let mut a = Admission::default();
-        a.granted(permits.clone().acquire_owned().await.expect("permit"));
+        a.top_up(&permits);
+        assert_eq!(permits.available_permits(), 0);
+        for _ in 0..3 {
+            assert!(a.can_take(true));
+            assert!(!a.take());
+        }
+        assert!(!a.can_take(true), "three permits, three records");
+        permits.add_permits(1);
+        a.top_up(&permits);
+        assert!(a.can_take(true));
+        assert!(!a.can_take(false), "never while the next stage is blocked");
+    }
+
+    #[test]
+    fn a_blocked_stage_pauses_after_a_while_even_with_permits() {
+        let permits = Semaphore::new(1);
+        let mut a = Admission::default();
+        a.top_up(&permits);
         let now = Instant::now();
         assert_eq!(a.update(true, now), (Change::None, None));
         assert_eq!(
