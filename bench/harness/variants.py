@@ -160,6 +160,10 @@ def runtime_counters(log: str, figures: dict[str, float]) -> list[str]:
                 f"inside the runtime (consumer to producer): p50 {own.get('produce_p50_ms', -1):.1f} ms, "
                 f"p99 {own['produce_p99_ms']:.1f} ms; to the broker's ack p99 {own.get('ack_p99_ms', -1):.1f} ms"
             )
+    workers = re.findall(r" running .*\bworkers=(\d+)", log)
+    if workers:
+        figures["plugin_workers"] = float(workers[-1])
+        notes.append(f"{workers[-1]} plugin worker(s)")
     concurrency = re.findall(r"model_concurrency=(\d+)", log)
     if concurrency:
         figures["model_concurrency_last"] = float(concurrency[-1])
@@ -218,6 +222,14 @@ def b2_full(env: Env, dataset: Dataset) -> Result:
     extra = env.extra("B2")
     if extra:
         result.notes.append(f"overrides: {describe(extra)}")
+    return run_pipeline(env, result, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
+
+
+def b2_one_worker(env: Env, dataset: Dataset) -> Result:
+    """B2 with one plugin instance: beside B2 (one per core by default), what the cores give."""
+    result = Result("B2-one-worker", "full pipeline as B2, one plugin worker")
+    extra = {"plugin.workers": 1, **env.extra("B2-one-worker")}
+    result.notes.append(f"overrides: {describe(extra)}")
     return run_pipeline(env, result, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
 
 

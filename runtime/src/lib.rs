@@ -143,6 +143,7 @@ pub async fn run(
         input = %settings.kafka.input_topic,
         output = %settings.kafka.output_topic,
         model = %settings.model.name,
+        workers = settings.plugin.workers,
         "running"
     );
     let mut pipeline = Pipeline::new(source, sink, plugin, inference, settings.pipeline);

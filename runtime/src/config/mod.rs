@@ -33,7 +33,16 @@ pub mod defaults {
     pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
     pub const PLUGIN_MEMORY_LIMIT: u64 = 64 << 20;
     pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
-    pub const PLUGIN_WORKERS: usize = 1;
+    /// At most this many plugin instances when `plugin.workers` is not set.
+    pub const PLUGIN_WORKERS_AUTO_AT_MOST: usize = 8;
+
+    /// Plugin instances when `plugin.workers` is not set: one per core this process may run on
+    /// (its CPU affinity and cgroup quota count), at most [`PLUGIN_WORKERS_AUTO_AT_MOST`].
+    pub fn plugin_workers() -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(PLUGIN_WORKERS_AUTO_AT_MOST)
+    }
     pub const PLUGIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
     /// Where compiled plugins are kept: `$XDG_CACHE_HOME/streaminfer/plugins`, else
     /// `$HOME/.cache/streaminfer/plugins`; `None` when neither variable is set.
@@ -827,7 +836,7 @@ fn read_plugin(
         path: path.to_owned(),
         memory_limit,
         call_timeout: s.duration("call-timeout", defaults::PLUGIN_CALL_TIMEOUT),
-        workers: s.count("workers", defaults::PLUGIN_WORKERS, 64),
+        workers: s.count("workers", defaults::plugin_workers(), 64),
         reload: match s.optional_bool("reload") {
             Some(false) => None,
             _ => Some(s.duration("reload-interval", defaults::PLUGIN_RELOAD_INTERVAL)),

@@ -1,8 +1,13 @@
 //! Plugin instances on their own threads, behind an async API. Wasm calls are synchronous and
 //! CPU-bound, so they run on dedicated threads (one `Store` each) and never block the async
-//! runtime; a bounded queue in front of them is the backpressure.
+//! runtime; a bounded queue in front of each is the backpressure.
+//!
+//! Each input partition belongs to one instance: a batch is split by partition, the shares run
+//! on their instances at the same time, and the answers are put back in the batch's order. So
+//! one instance sees every record of a partition, in order, and a completion reaches the
+//! instance that prepared its record.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
@@ -28,9 +33,9 @@ enum Job {
     ),
 }
 
-/// A fixed set of plugin instances, each on its own thread.
+/// A fixed set of plugin instances, each on its own thread with its own queue.
 pub struct PluginPool {
-    jobs: mpsc::Sender<Job>,
+    queues: Vec<mpsc::Sender<Job>>,
     digest: Arc<str>,
     requirements: ModelRequirements,
     path: std::path::PathBuf,
@@ -61,14 +66,14 @@ impl PluginPool {
             .first()
             .map(|first| first.declared().clone())
             .unwrap_or_default();
-        let (jobs, queue) = mpsc::channel::<Job>(workers.max(1) * 2);
-        let queue = Arc::new(Mutex::new(queue));
         let mut threads = Vec::with_capacity(instances.len());
+        let mut queues = Vec::with_capacity(instances.len());
         for (n, instance) in instances.into_iter().enumerate() {
-            let queue = queue.clone();
+            let (jobs, queue) = mpsc::channel::<Job>(2);
+            queues.push(jobs);
             let thread = std::thread::Builder::new()
                 .name(format!("plugin-{n}"))
-                .spawn(move || work(instance, &queue))
+                .spawn(move || work(instance, queue))
                 .map_err(|e| PluginError::Instantiate {
                     path: plugin.path.clone(),
                     message: format!("cannot start a worker thread: {e}"),
@@ -76,7 +81,7 @@ impl PluginPool {
             threads.push(thread);
         }
         Ok(Self {
-            jobs,
+            queues,
             digest: plugin.digest().clone(),
             requirements,
             path: plugin.path.clone(),
@@ -111,12 +116,27 @@ impl PluginPool {
     /// [`PluginError::Stopped`] when the workers are gone, or the error that stopped one (an
     /// instance that could not be rebuilt).
     pub async fn prepare(&self, records: Vec<InputRecord>) -> Result<Prepared, PluginError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Prepare(records, reply))
-            .await
-            .map_err(|_| PluginError::Stopped)?;
-        answer.await.map_err(|_| PluginError::Stopped)?
+        if self.queues.len() == 1 {
+            return self.ask(0, |reply| Job::Prepare(records, reply)).await;
+        }
+        let route: Vec<usize> = records
+            .iter()
+            .map(|r| self.worker_of(r.partition))
+            .collect();
+        let shares = split(records, &route, self.queues.len());
+        let answers = futures::future::try_join_all(
+            shares
+                .into_iter()
+                .enumerate()
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(w, share)| self.ask(w, |reply| Job::Prepare(share, reply))),
+        )
+        .await?;
+        let (records, decisions): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
+        Ok((
+            merge(records, &route, self.queues.len())?,
+            merge(decisions, &route, self.queues.len())?,
+        ))
     }
 
     /// Turns model responses into output records.
@@ -124,9 +144,39 @@ impl PluginPool {
     /// # Errors
     /// As [`PluginPool::prepare`].
     pub async fn complete(&self, completions: Vec<Completion>) -> Result<Completed, PluginError> {
+        if self.queues.len() == 1 {
+            return self.ask(0, |reply| Job::Complete(completions, reply)).await;
+        }
+        let route: Vec<usize> = completions
+            .iter()
+            .map(|c| self.worker_of(c.origin.partition))
+            .collect();
+        let shares = split(completions, &route, self.queues.len());
+        let answers = futures::future::try_join_all(
+            shares
+                .into_iter()
+                .enumerate()
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(w, share)| self.ask(w, |reply| Job::Complete(share, reply))),
+        )
+        .await?;
+        merge(answers, &route, self.queues.len())
+    }
+
+    /// The instance that handles a partition's records.
+    fn worker_of(&self, partition: i32) -> usize {
+        partition.unsigned_abs() as usize % self.queues.len()
+    }
+
+    /// Sends one job to one instance and waits for its answer.
+    async fn ask<T>(
+        &self,
+        worker: usize,
+        job: impl FnOnce(oneshot::Sender<Result<T, PluginError>>) -> Job,
+    ) -> Result<T, PluginError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Complete(completions, reply))
+        self.queues[worker]
+            .send(job(reply))
             .await
             .map_err(|_| PluginError::Stopped)?;
         answer.await.map_err(|_| PluginError::Stopped)?
@@ -134,7 +184,7 @@ impl PluginPool {
 
     /// Stops taking jobs and waits for the threads to finish the ones they hold.
     pub fn shutdown(self) {
-        drop(self.jobs);
+        drop(self.queues);
         for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("a plugin worker thread panicked");
@@ -143,14 +193,47 @@ impl PluginPool {
     }
 }
 
-fn work(mut instance: Instance, queue: &Mutex<mpsc::Receiver<Job>>) {
+/// The items of each instance, in their order, by `route` (an instance per item).
+fn split<T>(items: Vec<T>, route: &[usize], workers: usize) -> Vec<Vec<T>> {
+    let mut shares: Vec<Vec<T>> = (0..workers).map(|_| Vec::new()).collect();
+    for (item, &w) in items.into_iter().zip(route) {
+        shares[w].push(item);
+    }
+    shares
+}
+
+/// The answers of the instances that had a share, back in the order of `route`. An
+/// instance answers once per item (the contract guard checks), so nothing is missing.
+fn merge<T>(answers: Vec<Vec<T>>, route: &[usize], workers: usize) -> Result<Vec<T>, PluginError> {
+    let mut present = vec![false; workers];
+    for &w in route {
+        present[w] = true;
+    }
+    let mut answers = answers.into_iter();
+    let mut by_worker: Vec<Option<std::vec::IntoIter<T>>> = present
+        .iter()
+        .map(|&had_share| {
+            had_share
+                .then(|| answers.next().map(Vec::into_iter))
+                .flatten()
+        })
+        .collect();
+    route
+        .iter()
+        .map(|&w| {
+            by_worker[w]
+                .as_mut()
+                .and_then(Iterator::next)
+                .ok_or(PluginError::Stopped)
+        })
+        .collect()
+}
+
+fn work(mut instance: Instance, mut queue: mpsc::Receiver<Job>) {
     loop {
-        // Whoever holds the lock waits for the next job; the others wait for the lock.
-        let job = match queue.lock() {
-            Ok(mut rx) => rx.blocking_recv(),
-            Err(_) => None,
+        let Some(job) = queue.blocking_recv() else {
+            return;
         };
-        let Some(job) = job else { return };
         let healthy = match job {
             Job::Prepare(records, reply) => {
                 let result = instance.prepare(&records).map(|r| (records, r));
@@ -169,5 +252,32 @@ fn work(mut instance: Instance, queue: &Mutex<mpsc::Receiver<Job>>) {
             // The instance could not be rebuilt; the error went to the caller, which stops.
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_keep_each_instances_order_and_the_merge_restores_the_batchs() {
+        let route = [0, 1, 1, 0, 2, 0];
+        let shares = split(vec!['a', 'b', 'c', 'd', 'e', 'f'], &route, 3);
+        assert_eq!(shares, [vec!['a', 'd', 'f'], vec!['b', 'c'], vec!['e']]);
+        let answers: Vec<Vec<String>> = shares
+            .iter()
+            .map(|share| share.iter().map(|c| c.to_uppercase().collect()).collect())
+            .collect();
+        let merged = merge(answers, &route, 3).expect("one answer per item");
+        assert_eq!(merged, ["A", "B", "C", "D", "E", "F"]);
+    }
+
+    #[test]
+    fn an_instance_without_a_share_gives_no_answer_and_a_short_answer_is_an_error() {
+        let route = [2, 2, 0];
+        let answers = vec![vec![30], vec![10, 20]];
+        assert_eq!(merge(answers, &route, 3).expect("complete"), [10, 20, 30]);
+        let short = vec![vec![30], vec![10]];
+        assert!(matches!(merge(short, &route, 3), Err(PluginError::Stopped)));
     }
 }
