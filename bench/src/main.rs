@@ -2,11 +2,12 @@
 //! figures, for `bench/run.py` (B3 and the micro-benchmarks of `BENCHMARKS.md`).
 //!
 //! Every figure comes from the same generated fraud transactions, side by side in one run:
-//! - the fraud plugin's `prepare` + `complete` linked natively (the SDK's glue called directly)
-//!   against the same source built as a component and run by the runtime's plugin pool;
-//! - natively, per record: the fraud plugin's `prepare` (typed parse, tensor, state:
-//!   `json_typed`) against what the plugin did before contract 0.2 (parse into a `Map`, read the
-//!   30 features, parse again for the id in `complete`: `json_map`);
+//! - the fraud plugin's `prepare` + `complete` linked natively (the SDK's glue called directly,
+//!   its declared fields read by the host's reader, as the pool does) against the same source
+//!   built as a component and run by the runtime's plugin pool;
+//! - natively, per record: the host's field reader and the fraud plugin's `prepare` (tensor,
+//!   state: `json_typed`) against what a plugin did before contract 0.2 (parse into a `Map`,
+//!   read the 30 features, parse again for the id in `complete`: `json_map`);
 //! - the embedded model on a stacked batch (stack, ONNX, split), as the pipeline calls it;
 //! - a batch's tensor to and from TensorFlow's wire format.
 //!
@@ -28,7 +29,7 @@ use anyhow::{Context, bail, ensure};
 use streaminfer::config::{self, Mode};
 use streaminfer::contract::{self, Completion, Decision, ModelCall, Origin};
 use streaminfer::inference::{Inference, from_proto, to_proto};
-use streaminfer::plugin::{PluginHost, PluginPool};
+use streaminfer::plugin::{FieldReader, PluginHost, PluginPool};
 use streaminfer_sdk as sdk;
 
 const FEATURES: usize = 30;
@@ -183,8 +184,45 @@ fn sdk_records(values: &[Vec<u8>]) -> Vec<sdk::Record> {
             key: Some(i.to_string().into_bytes()),
             value: Some(v.clone()),
             headers: Vec::new(),
+            fields: Ok(Vec::new()),
         })
         .collect()
+}
+
+/// The host's reader of the fields a plugin declares, as the runtime builds it.
+fn host_reader(declared: &[sdk::Field]) -> anyhow::Result<FieldReader> {
+    let specs: Vec<contract::FieldSpec> = declared
+        .iter()
+        .map(|f| contract::FieldSpec {
+            name: f.name.clone(),
+            kind: match f.kind {
+                sdk::FieldKind::Number => contract::FieldKind::Number,
+                sdk::FieldKind::Integer => contract::FieldKind::Integer,
+                sdk::FieldKind::Text => contract::FieldKind::Text,
+                sdk::FieldKind::Boolean => contract::FieldKind::Boolean,
+                sdk::FieldKind::Json => contract::FieldKind::Json,
+            },
+        })
+        .collect();
+    FieldReader::new(&specs).map_err(anyhow::Error::msg)
+}
+
+/// A record's fields read by the host's reader, in the SDK's types: what the component is
+/// handed, here without the boundary.
+fn host_fields(reader: &FieldReader, value: Option<&[u8]>) -> Result<Vec<sdk::FieldValue>, String> {
+    let values = reader.read(value)?;
+    Ok(values
+        .into_iter()
+        .map(|v| match v {
+            contract::FieldValue::Absent => sdk::FieldValue::Absent,
+            contract::FieldValue::Number(n) => sdk::FieldValue::Number(n),
+            contract::FieldValue::Integer(n) => sdk::FieldValue::Integer(n),
+            contract::FieldValue::Text(t) => sdk::FieldValue::Text(t),
+            contract::FieldValue::Boolean(b) => sdk::FieldValue::Boolean(b),
+            contract::FieldValue::Json(j) => sdk::FieldValue::Json(j),
+            contract::FieldValue::Mismatch(m) => sdk::FieldValue::Mismatch(m),
+        })
+        .collect())
 }
 
 fn fraud() -> anyhow::Result<fraud_plugin::Fraud> {
@@ -195,14 +233,23 @@ fn fraud() -> anyhow::Result<fraud_plugin::Fraud> {
 /// The fraud plugin linked into this binary, through the same glue its component exports.
 fn native(values: &[Vec<u8>], batch: usize, rounds: usize) -> anyhow::Result<(Rounds, Rounds)> {
     let plugin = fraud()?;
-    let records = sdk_records(values);
+    let reader = host_reader(&<fraud_plugin::Fraud as sdk::Plugin>::fields(&plugin))?;
+    let mut records = sdk_records(values);
+    let total = records.len();
     let (mut prepare, mut complete) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (mut p, mut c) = (Duration::ZERO, Duration::ZERO);
         let mut verdicts = 0;
-        for (n, chunk) in records.chunks(batch).enumerate() {
+        for (n, chunk) in records.chunks_mut(batch).enumerate() {
+            // Timed as the pool's prepare is: the host reads the fields, the plugin decides.
             let started = Instant::now();
+            for r in chunk.iter_mut() {
+                r.fields = host_fields(&reader, r.value.as_deref());
+            }
             let decisions = sdk::export::prepare_batch(&plugin, chunk);
+            for r in chunk.iter_mut() {
+                r.fields = Ok(Vec::new());
+            }
             p += started.elapsed();
             let completions = chunk
                 .iter()
@@ -230,7 +277,7 @@ fn native(values: &[Vec<u8>], batch: usize, rounds: usize) -> anyhow::Result<(Ro
                 .map(|o| o.as_ref().ok().and_then(|o| o.first()?.value.as_deref()));
             verdicts += check_verdicts(n * batch, values)?;
         }
-        ensure!(verdicts == records.len(), "native: {verdicts} verdicts");
+        ensure!(verdicts == total, "native: {verdicts} verdicts");
         prepare.push(p);
         complete.push(c);
     }
@@ -258,6 +305,7 @@ async fn wasm(
             key: Some(i.to_string().into_bytes()),
             value: Some(v.clone()),
             headers: Vec::new(),
+            fields: streaminfer::contract::NO_FIELDS,
         })
         .collect();
     let (mut prepare, mut complete) = (Vec::new(), Vec::new());
@@ -308,11 +356,13 @@ fn json_parse(values: &[Vec<u8>], rounds: usize) -> anyhow::Result<(Rounds, Roun
     }
     let (mut typed, mut map) = (Vec::new(), Vec::new());
     let plugin = fraud()?;
-    let records = sdk_records(values);
+    let reader = host_reader(&<fraud_plugin::Fraud as sdk::Plugin>::fields(&plugin))?;
+    let mut records = sdk_records(values);
     for _ in 0..rounds {
         let started = Instant::now();
         let mut sum = 0i64;
-        for record in &records {
+        for record in &mut records {
+            record.fields = host_fields(&reader, record.value.as_deref());
             if let Ok(sdk::Decision::Infer(_, id)) = sdk::Plugin::prepare(&plugin, record) {
                 sum += id;
             }

@@ -83,6 +83,16 @@ pub fn requirements<P: Plugin + 'static>(slot: &'static LocalKey<Slot<P>>) -> Mo
     })
 }
 
+/// The configured plugin's [`Plugin::fields`]; nothing before a successful configure.
+pub fn fields<P: Plugin + 'static>(slot: &'static LocalKey<Slot<P>>) -> Vec<crate::Field> {
+    let declared = slot.with(|slot| match slot.0.try_borrow() {
+        Ok(current) => current.as_ref().map(Plugin::fields).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    });
+    crate::fields::declare(&declared);
+    declared
+}
+
 /// One [`Plugin::prepare`] result per record.
 pub fn prepare<P: Plugin + 'static>(
     slot: &'static LocalKey<Slot<P>>,
@@ -222,6 +232,7 @@ mod tests {
             key: None,
             value: value.map(<[u8]>::to_vec),
             headers: Vec::new(),
+            fields: Ok(Vec::new()),
         }
     }
 

@@ -16,6 +16,8 @@
 //!
 //! - [`Config`]: typed access to the plugin's settings.
 //! - [`Tensor`]: builders that check shapes, readers that check element types.
+//! - [`Plugin::fields`] and [`Record::fields`]: name the top-level fields of a JSON record you
+//!   read and the host parses each record natively and hands them over typed.
 //! - [`Record::json`], [`Output::json`], [`Output::with_header`]: JSON in, JSON out.
 //!   [`Record::json`] deserializes into any `#[derive(Deserialize)]` struct, borrowing strings
 //!   from the record: parse into the fields you use, not into a `serde_json::Value`.
@@ -71,6 +73,7 @@
 mod config;
 #[doc(hidden)]
 pub mod export;
+mod fields;
 pub mod log;
 mod record;
 mod state;
@@ -103,6 +106,7 @@ pub use bindings::streaminfer::plugin::types::{
     PluginError, Tensor, TensorData, TensorSpec,
 };
 pub use config::Config;
+pub use fields::{Field, FieldKind, FieldValue, Fields};
 pub use state::State;
 
 /// What to do with one record.
@@ -149,6 +153,14 @@ pub trait Plugin {
     /// model before any record flows. The default declares nothing and checks nothing.
     fn requirements(&self) -> ModelRequirements {
         ModelRequirements::default()
+    }
+
+    /// The top-level fields of a JSON record value that [`Plugin::prepare`] reads: the host
+    /// parses each record natively and [`Record::fields`] hands them over typed, so the plugin
+    /// parses nothing. The default declares none: read `record.value` yourself (e.g. with
+    /// [`Record::json`]).
+    fn fields(&self) -> Vec<Field> {
+        Vec::new()
     }
 
     /// Decides what to do with one record.
@@ -242,6 +254,10 @@ macro_rules! export_plugin {
 
                 fn requirements() -> $crate::ModelRequirements {
                     $crate::export::requirements(&PLUGIN)
+                }
+
+                fn fields() -> ::std::vec::Vec<$crate::Field> {
+                    $crate::export::fields(&PLUGIN)
                 }
 
                 fn prepare(

@@ -30,6 +30,7 @@ impl Record {
             key: None,
             value: Some(value.into()),
             headers: Vec::new(),
+            fields: Ok(Vec::new()),
         }
     }
 
@@ -215,6 +216,7 @@ mod tests {
                     value: vec![0xff],
                 },
             ],
+            fields: Ok(Vec::new()),
         }
     }
 

@@ -1,12 +1,13 @@
-// The fraud plugin in JavaScript, built from wit/ with componentize-qjs: the same requests and
-// outputs as the Rust one in plugins/fraud for the same transactions. Its JSON reading differs
-// at the edges: syntax errors are worded as QuickJS words them, an `id` written `1.0` is taken
-// as 1, ids beyond 2^53 are refused, and a repeated key keeps its last value.
+// The fraud plugin in JavaScript, built from wit/ with componentize-qjs: the same requests,
+// outputs and errors as the Rust one in plugins/fraud for the same transactions, except that ids
+// beyond 2^53 are refused (a JavaScript number cannot hold them).
 //
 // A transaction is a JSON object with an integer `id` and numbers `Time`, `V1` ... `V28`,
-// `Amount`; `prepare` asks for `fraud_probability` with one f32 [1, 30] `features` tensor and
-// keeps the id as the call's state (8 bytes, little-endian), `complete` emits the verdict under
-// the input key. Settings: `threshold` (default 0.5, in [0, 1]), `signature`.
+// `Amount`. The plugin declares those fields and the host reads them from each record
+// (`record.fields`), so nothing here parses JSON. `prepare` asks for `fraud_probability` with
+// one f32 [1, 30] `features` tensor and keeps the id as the call's state (8 bytes,
+// little-endian), `complete` emits the verdict under the input key. Settings: `threshold`
+// (default 0.5, in [0, 1]), `signature`.
 
 const FEATURES = ["Time", ...Array.from({ length: 28 }, (_, i) => `V${i + 1}`), "Amount"];
 const INPUT = "features";
@@ -25,27 +26,6 @@ function encode(text) {
   return new Uint8Array(bytes);
 }
 
-// Strict: a byte sequence that is not UTF-8 throws, as serde_json refuses it.
-function decode(bytes) {
-  let text = "";
-  for (let i = 0; i < bytes.length; ) {
-    const b = bytes[i];
-    const need = b < 0x80 ? 0 : b >= 0xc2 && b < 0xe0 ? 1 : b >= 0xe0 && b < 0xf0 ? 2 : b >= 0xf0 && b < 0xf5 ? 3 : -1;
-    if (need < 0 || i + need > bytes.length - 1) throw new Error("invalid UTF-8");
-    let c = need === 0 ? b : b & (0x3f >> need);
-    for (let k = 1; k <= need; k++) {
-      const next = bytes[i + k];
-      if ((next & 0xc0) !== 0x80) throw new Error("invalid UTF-8");
-      c = (c << 6) | (next & 63);
-    }
-    const least = [0, 0x80, 0x800, 0x10000][need];
-    if (c < least || c > 0x10ffff || (c >= 0xd800 && c < 0xe000)) throw new Error("invalid UTF-8");
-    text += String.fromCodePoint(c);
-    i += need + 1;
-  }
-  return text;
-}
-
 let config = null; // { threshold, signature } once configured
 
 class Refusal extends Error {
@@ -58,45 +38,35 @@ class Refusal extends Error {
 const invalid = (message) => new Refusal("invalid-record", message);
 const describe = (value) => (value === null ? "null" : JSON.stringify(value));
 
-function transaction(record) {
-  if (record.value === null || record.value === undefined) {
-    throw invalid("record has no value");
-  }
-  let txn;
-  try {
-    txn = JSON.parse(decode(record.value));
-  } catch (error) {
-    throw invalid(`value is not valid JSON: ${error.message}`);
-  }
-  if (typeof txn !== "object" || txn === null || Array.isArray(txn)) {
-    throw invalid("value does not match the expected fields: expected a map");
-  }
-  return txn;
-}
+const FIELDS = [{ name: "id", kind: "integer" }, ...FEATURES.map((name) => ({ name, kind: "number" }))];
+const EXPECTED = { integer: "an integer", number: "a number" };
 
-function field(txn, name) {
-  if (!(name in txn)) {
+// The declared field `i`'s value; refused when it is missing or of another type.
+function valueOf(fields, i) {
+  const { name, kind } = FIELDS[i];
+  const value = fields[i];
+  if (value.tag === "absent") {
     throw invalid(`field \`${name}\` is missing`);
   }
-  return txn[name];
+  if (value.tag === "mismatch") {
+    throw invalid(`field \`${name}\` is ${value.val}, expected ${EXPECTED[kind]}`);
+  }
+  return value.val;
 }
 
-function transactionId(txn) {
-  const value = field(txn, "id");
-  if (typeof value === "number" && Number.isSafeInteger(value)) {
-    return value;
+function transactionId(fields) {
+  const id = Number(valueOf(fields, 0));
+  if (!Number.isSafeInteger(id)) {
+    throw invalid(`field \`id\` must be an integer within 2^53, found ${valueOf(fields, 0)}`);
   }
-  throw invalid(`field \`id\` must be an integer, found ${describe(value)}`);
+  return id;
 }
 
-function feature(txn, name) {
-  const value = field(txn, name);
-  if (typeof value !== "number") {
-    throw invalid(`field \`${name}\` must be a number, found ${describe(value)}`);
-  }
+function feature(fields, i) {
+  const value = valueOf(fields, i);
   const number = Math.fround(value);
   if (!Number.isFinite(number)) {
-    throw invalid(`field \`${name}\` must be a number within f32 range, found ${describe(value)}`);
+    throw invalid(`field \`${FIELDS[i].name}\` must be a number within f32 range, found ${value.toExponential().replace("e+", "e")}`);
   }
   return number;
 }
@@ -112,9 +82,12 @@ function idOf(state) {
 }
 
 function prepareOne(record) {
-  const txn = transaction(record);
-  const id = transactionId(txn);
-  const features = FEATURES.map((name) => feature(txn, name));
+  if (record.fields.tag === "err") {
+    throw invalid(record.fields.val);
+  }
+  const fields = record.fields.val;
+  const id = transactionId(fields);
+  const features = FEATURES.map((_, i) => feature(fields, i + 1));
   const tensor = { name: INPUT, shape: [1, FEATURES.length], data: { tag: "f32", val: features } };
   const request = { inputs: [tensor], signature: config.signature, outputFilter: [OUTPUT] };
   return { tag: "infer", val: { request, state: idBytes(id) } };
@@ -192,6 +165,10 @@ export const handler = {
       return { inputs: [], outputs: [] };
     }
     return { inputs: [{ name: INPUT, dtype: "f32", shape: [-1, FEATURES.length] }], outputs: [OUTPUT] };
+  },
+
+  fields() {
+    return config === null ? [] : FIELDS;
   },
 
   prepare(records) {

@@ -1,29 +1,35 @@
 """The fraud plugin in Python, built from wit/ with componentize-py: the same requests, outputs
-and errors as the Rust one in plugins/fraud (only JSON syntax errors are worded differently).
+and errors as the Rust one in plugins/fraud.
 
-A transaction is a JSON object with an integer `id` and numbers `Time`, `V1` ... `V28`, `Amount`;
-`prepare` asks for `fraud_probability` with one f32 [1, 30] `features` tensor and keeps the id as
-the call's state (8 bytes, little-endian), `complete` emits the verdict under the input key.
-Settings: `threshold` (default 0.5, in [0, 1]), `signature`.
+A transaction is a JSON object with an integer `id` and numbers `Time`, `V1` ... `V28`, `Amount`.
+The plugin declares those fields and the host reads them from each record (`record.fields`), so
+nothing here parses JSON. `prepare` asks for `fraud_probability` with one f32 [1, 30] `features`
+tensor and keeps the id as the call's state (8 bytes, little-endian), `complete` emits the
+verdict under the input key. Settings: `threshold` (default 0.5, in [0, 1]), `signature`.
 """
 
+import json
 import math
 import re
 import struct
 
-import strict_json
 from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import types as t
 
 FEATURES = ["Time", *(f"V{i}" for i in range(1, 29)), "Amount"]
+FIELDS = [t.FieldSpec("id", t.FieldKind.INTEGER), *(t.FieldSpec(name, t.FieldKind.NUMBER) for name in FEATURES)]
 INPUT, OUTPUT = "features", "fraud_probability"
 FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)", re.I | re.A)
 F32 = struct.Struct("<f")
 ID = struct.Struct("<q")  # the state a model call carries: the transaction's id
-SCHEMA = frozenset(["id", *FEATURES])
-KINDS = {list: "sequence", str: "string", int: "integer", float: "floating point", bool: "boolean", type(None): "null"}
+EXPECTED = {t.FieldKind.INTEGER: "an integer", t.FieldKind.NUMBER: "a number"}
 config = None  # (threshold as f32, signature) once configured
+
+
+def dumps(value):
+    """Compact JSON, non-ASCII characters as they are."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def f32(x):
@@ -35,56 +41,33 @@ def invalid(message):
     return Err(t.PluginError_InvalidRecord(message))
 
 
-def transaction(record):
-    if record.value is None:
-        raise invalid("record has no value")
-    try:
-        txn = strict_json.loads(record.value)
-    except ValueError as error:
-        raise invalid(f"value is not valid JSON: {error}")
-    if not isinstance(txn, dict):
-        raise invalid(f"value does not match the expected fields: invalid type: {KINDS[type(txn)]}, expected a map")
-    return txn
+def value_of(fields, i):
+    """The declared field `i`'s value; refused when it is missing or of another type."""
+    spec, value = FIELDS[i], fields[i]
+    if isinstance(value, t.FieldValue_Absent):
+        raise invalid(f"field `{spec.name}` is missing")
+    if isinstance(value, t.FieldValue_Mismatch):
+        raise invalid(f"field `{spec.name}` is {value.value}, expected {EXPECTED[spec.kind]}")
+    return value.value
 
 
-def field(txn, name):
-    if name not in txn:
-        raise invalid(f"field `{name}` is missing")
-    return txn[name]
-
-
-def wrong_type(name, expected, value):
-    return invalid(f"field `{name}` must be {expected}, found {strict_json.dumps(value)}")
-
-
-def transaction_id(txn):
-    value = field(txn, "id")
-    if type(value) is int and -(2**63) <= value < 2**63:  # bool is not int here
-        return value
-    raise wrong_type("id", "an integer", value)
-
-
-def feature(txn, name):
-    value = field(txn, name)
-    if type(value) not in (int, float):
-        raise wrong_type(name, "a number", value)
+def feature(fields, i):
+    value = value_of(fields, i)
     try:
         number = f32(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise wrong_type(name, "a number within f32 range", value)
+        raise invalid(f"field `{FIELDS[i].name}` must be a number within f32 range, found {repr(float(value)).replace('e+', 'e')}")
     return number
 
 
 def prepare(record):
-    txn = transaction(record)
-    tx_id = transaction_id(txn)
-    features = [feature(txn, name) for name in FEATURES]
-    # The Rust plugin reads the transaction into a struct, which refuses a repeated field.
-    repeated = next((key for key in txn.repeated if key in SCHEMA), None)
-    if repeated is not None:
-        raise invalid(f"value does not match the expected fields: duplicate field `{repeated}`")
+    if isinstance(record.fields, Err):
+        raise invalid(record.fields.value)
+    fields = record.fields.value
+    tx_id = value_of(fields, 0)
+    features = [feature(fields, i) for i in range(1, len(FIELDS))]
     tensor = t.Tensor(INPUT, [1, len(FEATURES)], t.TensorData_F32(features))
     request = t.InferenceRequest([tensor], config[1], [OUTPUT])
     return t.Decision_Infer(t.ModelCall(request, ID.pack(tx_id)))
@@ -113,7 +96,7 @@ def complete(completion):
     }
     headers = [("source-topic", origin.topic), ("source-partition", origin.partition), ("source-offset", origin.offset)]
     headers = [t.Header(key, str(value).encode()) for key, value in headers]
-    return [t.OutputRecord(origin.key, strict_json.dumps(verdict).encode(), headers, None)]
+    return [t.OutputRecord(origin.key, dumps(verdict).encode(), headers, None)]
 
 
 def each(step, items):
@@ -138,16 +121,19 @@ class Handler(exports.Handler):
         if raw is not None:
             if not FLOAT.fullmatch(raw.strip()):
                 why = "cannot parse float from empty string" if not raw.strip() else "invalid float literal"
-                raise Err(f"setting `threshold` = {strict_json.dumps(raw)} is not a valid f64: {why}")
+                raise Err(f"setting `threshold` = {dumps(raw)} is not a valid f64: {why}")
             threshold = float(raw.strip())
         if not 0.0 <= threshold <= 1.0:
-            raise Err(f"setting `threshold` = {strict_json.dumps(raw or '')} must be a number between 0 and 1")
+            raise Err(f"setting `threshold` = {dumps(raw or '')} must be a number between 0 and 1")
         config = (f32(threshold), settings.get("signature") or None)
 
     def requirements(self):
         if config is None:
             return t.ModelRequirements([], [])
         return t.ModelRequirements([t.TensorSpec(INPUT, t.Dtype.F32, [-1, len(FEATURES)])], [OUTPUT])
+
+    def fields(self):
+        return FIELDS if config is not None else []
 
     def prepare(self, records):
         return each(prepare, records)

@@ -21,6 +21,60 @@ pub struct Header {
     pub value: Vec<u8>,
 }
 
+/// How a declared field's value is handed over.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
+#[component(enum)]
+#[repr(u8)]
+pub enum FieldKind {
+    #[component(name = "number")]
+    Number,
+    #[component(name = "integer")]
+    Integer,
+    #[component(name = "text")]
+    Text,
+    #[component(name = "boolean")]
+    Boolean,
+    #[component(name = "json")]
+    Json,
+}
+
+/// A top-level field of a record's JSON value that a plugin reads.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq, Eq)]
+#[component(record)]
+pub struct FieldSpec {
+    pub name: String,
+    pub kind: FieldKind,
+}
+
+/// One declared field of one record.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
+#[component(variant)]
+pub enum FieldValue {
+    /// Not in the record, or `null`.
+    #[component(name = "absent")]
+    Absent,
+    #[component(name = "number")]
+    Number(f64),
+    #[component(name = "integer")]
+    Integer(i64),
+    #[component(name = "text")]
+    Text(String),
+    #[component(name = "boolean")]
+    Boolean(bool),
+    #[component(name = "json")]
+    Json(String),
+    /// In the record with another type than declared: what it is.
+    #[component(name = "mismatch")]
+    Mismatch(String),
+}
+
+/// The declared fields of a record: one value per declaration, or why the value is not a JSON
+/// object.
+pub type Fields = Result<Vec<FieldValue>, String>;
+
+/// The fields of a record before any are read, or when the plugin declares none.
+pub const NO_FIELDS: Fields = Ok(Vec::new());
+
 /// One consumed record, as read from the broker.
 #[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq)]
 #[component(record)]
@@ -34,6 +88,8 @@ pub struct InputRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<Header>,
+    /// What the plugin declared it reads from the value, filled just before `prepare`.
+    pub fields: Fields,
 }
 
 /// The elements of a tensor, in row-major order. The case names the element type.

@@ -100,6 +100,7 @@ impl Iterator for RecordFile {
                 key: None,
                 value: Some(line),
                 headers: Vec::new(),
+                fields: crate::contract::NO_FIELDS,
             }));
         }
     }
@@ -508,6 +509,7 @@ mod tests {
             key: None,
             value: Some(value.to_vec()),
             headers: Vec::new(),
+            fields: crate::contract::NO_FIELDS,
         }
     }
 

@@ -55,6 +55,7 @@ fn record(offset: i64, command: &str) -> InputRecord {
         key: None,
         value: Some(command.as_bytes().to_vec()),
         headers: Vec::new(),
+        fields: streaminfer::contract::NO_FIELDS,
     }
 }
 

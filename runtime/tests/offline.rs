@@ -132,7 +132,7 @@ async fn check_reports_the_contract_and_what_each_record_would_do() {
         .expect("checks");
     let report = String::from_utf8(report).expect("utf-8");
     assert!(
-        report.contains("implements streaminfer:plugin/plugin@0.2.0"),
+        report.contains("implements streaminfer:plugin/plugin@0.3.0"),
         "{report}"
     );
     assert!(

@@ -53,6 +53,7 @@ fn record(offset: i64, value: &[u8]) -> InputRecord {
             key: "trace".into(),
             value: b"abc".to_vec(),
         }],
+        fields: streaminfer::contract::NO_FIELDS,
     }
 }
 
@@ -232,12 +233,12 @@ fn files_that_are_not_plugins_are_refused_with_their_path() {
     assert!(matches!(err, PluginError::Contract { .. }), "{err}");
     assert!(err.to_string().contains("streaminfer:plugin"), "{err}");
 
-    // A component built for contract 0.1: told to rebuild, not just that 0.2 is missing.
+    // A component built for contract 0.2: told to rebuild, not just that 0.3 is missing.
     let older = dir.join("older.wasm");
     let component = wat::parse_str(
         r#"(component
             (instance $handler)
-            (export "streaminfer:plugin/handler@0.1.0" (instance $handler)))"#,
+            (export "streaminfer:plugin/handler@0.2.0" (instance $handler)))"#,
     )
     .expect("valid component text");
     std::fs::write(&older, component).expect("write");
@@ -247,7 +248,7 @@ fn files_that_are_not_plugins_are_refused_with_their_path() {
     assert!(matches!(err, PluginError::Contract { .. }), "{err}");
     let message = err.to_string();
     assert!(
-        message.contains("built for version 0.1.0 of the contract, this runtime speaks 0.2.0")
+        message.contains("built for version 0.2.0 of the contract, this runtime speaks 0.3.0")
             && message.contains("rebuild it against the current SDK"),
         "{message}"
     );

@@ -60,6 +60,7 @@ fn record(value: &Value) -> Record {
             key: "trace".to_owned(),
             value: b"x".to_vec(),
         }],
+        fields: Ok(Vec::new()),
     }
 }
 

@@ -1,19 +1,19 @@
 //! Scores card transactions with a fraud model.
 //!
 //! Input records hold one JSON transaction in the schema of the public credit-card fraud data:
-//! an integer `id`, then `Time`, `V1` … `V28` and `Amount` as numbers. `prepare` parses it once,
-//! into a typed [`Transaction`], turns it into one `features` tensor (f32, shape [1, 30], in
-//! that order) asking for `fraud_probability`, and keeps only the `id` for `complete`, which
+//! an integer `id`, then `Time`, `V1` … `V28` and `Amount` as numbers. The plugin declares those
+//! fields and the host reads them from each record; `prepare` turns them into one `features`
+//! tensor (f32, shape [1, 30], in that order) asking for `fraud_probability`, and keeps only the
+//! `id` for `complete`, which
 //! emits, under the input record's key, a JSON verdict with the probability, the decision against
 //! the `threshold` setting, the model that answered, and `source-*` headers pointing back at the
 //! input record.
 //!
 //! Settings: `threshold` (default 0.5, in [0, 1]) and `signature` (default: the backend's).
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
 use streaminfer_sdk::{
-    Config, Decision, Dtype, ModelRequirements, Origin, Output, Plugin, PluginError, Record,
+    Config, Decision, Dtype, Field, ModelRequirements, Origin, Output, Plugin, PluginError, Record,
     Request, Response, Tensor, export_plugin,
 };
 
@@ -31,82 +31,6 @@ const OUTPUT: &str = "fraud_probability";
 pub struct Fraud {
     threshold: f64,
     signature: Option<String>,
-}
-
-/// One transaction as the model sees it: the fields in [`FEATURES`] order, read straight into
-/// f32 (other fields are ignored).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Transaction {
-    #[serde(rename = "id")]
-    id: i64,
-    time: f32,
-    v1: f32,
-    v2: f32,
-    v3: f32,
-    v4: f32,
-    v5: f32,
-    v6: f32,
-    v7: f32,
-    v8: f32,
-    v9: f32,
-    v10: f32,
-    v11: f32,
-    v12: f32,
-    v13: f32,
-    v14: f32,
-    v15: f32,
-    v16: f32,
-    v17: f32,
-    v18: f32,
-    v19: f32,
-    v20: f32,
-    v21: f32,
-    v22: f32,
-    v23: f32,
-    v24: f32,
-    v25: f32,
-    v26: f32,
-    v27: f32,
-    v28: f32,
-    amount: f32,
-}
-
-impl Transaction {
-    fn features(&self) -> [f32; 30] {
-        [
-            self.time,
-            self.v1,
-            self.v2,
-            self.v3,
-            self.v4,
-            self.v5,
-            self.v6,
-            self.v7,
-            self.v8,
-            self.v9,
-            self.v10,
-            self.v11,
-            self.v12,
-            self.v13,
-            self.v14,
-            self.v15,
-            self.v16,
-            self.v17,
-            self.v18,
-            self.v19,
-            self.v20,
-            self.v21,
-            self.v22,
-            self.v23,
-            self.v24,
-            self.v25,
-            self.v26,
-            self.v27,
-            self.v28,
-            self.amount,
-        ]
-    }
 }
 
 /// What `complete` produces for each transaction.
@@ -142,6 +66,13 @@ impl Plugin for Fraud {
         ModelRequirements::default()
             .input(INPUT, Dtype::F32, [-1, FEATURES.len() as i64])
             .output(OUTPUT)
+    }
+
+    /// The transaction's `id`, then its features in model order.
+    fn fields(&self) -> Vec<Field> {
+        std::iter::once(Field::integer("id"))
+            .chain(Field::numbers(FEATURES))
+            .collect()
     }
 
     fn prepare(&self, record: &Record) -> Result<Decision<i64>, PluginError> {
@@ -184,73 +115,19 @@ impl Plugin for Fraud {
     }
 }
 
-/// The record's transaction id and features, parsed once through its typed form. Only a JSON
-/// object is a transaction (serde would also read a struct from an array).
-fn parse(record: &Record) -> Result<(i64, [f32; 30]), PluginError> {
-    let first = record
-        .value
-        .as_deref()
-        .and_then(|value| value.iter().find(|b| !b.is_ascii_whitespace()));
-    if first != Some(&b'{') {
-        return Err(explain(record, None));
+/// The record's transaction id and features, as the host read them from its fields.
+fn parse(record: &Record) -> Result<(i64, Vec<f32>), PluginError> {
+    let fields = record.fields()?;
+    let id = fields.integer(0)?;
+    let features = fields.f32s(1..1 + FEATURES.len())?;
+    if let Some(i) = features.iter().position(|f| !f.is_finite()) {
+        return Err(PluginError::InvalidRecord(format!(
+            "field `{}` must be a number within f32 range, found {:e}",
+            FEATURES[i],
+            fields.number(1 + i)?
+        )));
     }
-    match record.json::<Transaction>() {
-        Ok(txn) => {
-            let features = txn.features();
-            if features.iter().all(|f| f.is_finite()) {
-                Ok((txn.id, features))
-            } else {
-                Err(explain(record, None))
-            }
-        }
-        Err(error) => Err(explain(record, Some(error))),
-    }
-}
-
-/// Says, field by field, why a record is refused. It runs only for records the typed parse
-/// refused (or whose numbers overflow f32), so the common path never builds a map; the messages
-/// name the field and the value found. When every field looks right on its own (a repeated
-/// field, say), the typed parse's message stands.
-#[cold]
-fn explain(record: &Record, typed: Option<PluginError>) -> PluginError {
-    let txn = match record.json::<Map<String, Value>>() {
-        Ok(txn) => txn,
-        Err(error) => return error,
-    };
-    transaction_id(&txn)
-        .err()
-        .or_else(|| FEATURES.iter().find_map(|&name| feature(&txn, name).err()))
-        .or(typed)
-        .unwrap_or_else(|| PluginError::InvalidRecord("value is not a transaction".to_owned()))
-}
-
-fn transaction_id(txn: &Map<String, Value>) -> Result<i64, PluginError> {
-    let value = field(txn, "id")?;
-    value
-        .as_i64()
-        .ok_or_else(|| wrong_type("id", "an integer", value))
-}
-
-fn feature(txn: &Map<String, Value>, name: &str) -> Result<f32, PluginError> {
-    let value = field(txn, name)?;
-    let number = value
-        .as_f64()
-        .ok_or_else(|| wrong_type(name, "a number", value))? as f32;
-    if number.is_finite() {
-        Ok(number)
-    } else {
-        Err(wrong_type(name, "a number within f32 range", value))
-    }
-}
-
-fn field<'a>(txn: &'a Map<String, Value>, name: &str) -> Result<&'a Value, PluginError> {
-    txn.get(name)
-        .ok_or_else(|| PluginError::InvalidRecord(format!("field `{name}` is missing")))
-}
-
-#[cold]
-fn wrong_type(name: &str, expected: &str, found: &Value) -> PluginError {
-    PluginError::InvalidRecord(format!("field `{name}` must be {expected}, found {found}"))
+    Ok((id, features))
 }
 
 export_plugin!(Fraud);

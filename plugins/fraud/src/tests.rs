@@ -1,6 +1,6 @@
 //! Native unit tests: the plugin's logic without a Wasm host.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use streaminfer_sdk::{Header, ModelInfo, TensorData};
 
 use super::*;
@@ -31,7 +31,9 @@ fn record(value: Option<Vec<u8>>) -> Record {
             key: "trace".to_owned(),
             value: b"x".to_vec(),
         }],
+        fields: Ok(Vec::new()),
     }
+    .with_fields(&fraud(&[]).fields())
 }
 
 fn json_record(value: &Value) -> Record {
@@ -135,17 +137,15 @@ fn bad_records_are_invalid_and_name_the_problem() {
     let plugin = fraud(&[]);
     assert_eq!(
         plugin.prepare(&record(Some(b"{not json".to_vec()))),
-        invalid_record("value is not valid JSON: key must be a string at line 1 column 2")
+        invalid_record("the value is not valid JSON: key must be a string at line 1 column 2")
     );
     assert_eq!(
         plugin.prepare(&record(None)),
-        invalid_record("record has no value")
+        invalid_record("the record has no value")
     );
     assert_eq!(
         plugin.prepare(&json_record(&json!([1, 2]))),
-        invalid_record(
-            "value does not match the expected fields: invalid type: sequence, expected a map at line 1 column 0"
-        )
+        invalid_record("the value is not a JSON object")
     );
 
     let mut txn = transaction();
@@ -159,42 +159,33 @@ fn bad_records_are_invalid_and_name_the_problem() {
     txn["Amount"] = json!("12.50");
     assert_eq!(
         plugin.prepare(&json_record(&txn)),
-        invalid_record("field `Amount` must be a number, found \"12.50\"")
+        invalid_record("field `Amount` is a string, expected a number")
     );
 
     let mut txn = transaction();
     txn["id"] = json!(1.5);
     assert_eq!(
         plugin.prepare(&json_record(&txn)),
-        invalid_record("field `id` must be an integer, found 1.5")
+        invalid_record(
+            "field `id` is a number with a fraction or an exponent, expected an integer"
+        )
     );
 
     let mut txn = transaction();
     txn["V1"] = json!(1e300);
     assert_eq!(
         plugin.prepare(&json_record(&txn)),
-        invalid_record("field `V1` must be a number within f32 range, found 1e+300")
+        invalid_record("field `V1` must be a number within f32 range, found 1e300")
     );
 
-    // A transaction is an object: serde would read a struct from an array of the right length.
+    // A transaction is an object, not a row of the right length. (A field given twice is
+    // refused by the host's reader, which `with_fields` does not imitate: see the runtime's
+    // tests of declared fields.)
     let mut row = vec![json!(42)];
     row.extend((0..30).map(|i| json!(i)));
     assert_eq!(
         plugin.prepare(&json_record(&Value::Array(row))),
-        invalid_record(
-            "value does not match the expected fields: invalid type: sequence, expected a map at line 1 column 0"
-        )
-    );
-
-    // Each field alone is fine, but one is given twice: the typed parse says so.
-    let text = transaction()
-        .to_string()
-        .replacen('{', r#"{"V3": 1.0, "#, 1);
-    let refused = plugin.prepare(&record(Some(text.into_bytes())));
-    assert!(
-        matches!(&refused, Err(PluginError::InvalidRecord(m))
-            if m.starts_with("value does not match the expected fields: duplicate field `V3` at line 1")),
-        "{refused:?}"
+        invalid_record("the value is not a JSON object")
     );
 }
 

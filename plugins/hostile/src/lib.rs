@@ -174,7 +174,7 @@ impl Plugin for Hostile {
 mod export {
     use streaminfer_sdk::bindings::exports::streaminfer::plugin::handler::Guest;
     use streaminfer_sdk::export::{self, Completion, Decision, Slot};
-    use streaminfer_sdk::{ModelRequirements, Output, PluginError, Record};
+    use streaminfer_sdk::{Field, ModelRequirements, Output, PluginError, Record};
 
     use super::Hostile;
 
@@ -192,6 +192,10 @@ mod export {
 
         fn requirements() -> ModelRequirements {
             export::requirements(&PLUGIN)
+        }
+
+        fn fields() -> Vec<Field> {
+            export::fields(&PLUGIN)
         }
 
         fn prepare(records: Vec<Record>) -> Vec<Result<Decision, PluginError>> {

@@ -47,6 +47,7 @@ mod tests {
             key: Some(b"k".to_vec()),
             value: Some(b"\x00not json\xff".to_vec()),
             headers: Vec::new(),
+            fields: Ok(Vec::new()),
         };
         let Ok(Decision::Emit(outputs)) = Passthrough.prepare(&record) else {
             panic!("expected records to emit");

@@ -548,6 +548,7 @@ mod tests {
             key: None,
             value: Some(b"{}".to_vec()),
             headers: Vec::new(),
+            fields: crate::contract::NO_FIELDS,
         };
         let outputs = values
             .iter()

@@ -274,6 +274,7 @@ mod tests {
                 key: None,
                 value: None,
                 headers: Vec::new(),
+                fields: crate::contract::NO_FIELDS,
             },
             generation: 1,
             exact_headers: None,

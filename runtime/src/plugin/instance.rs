@@ -11,9 +11,11 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
+use super::fields::FieldReader;
 use super::{Export, LoadedPlugin, PluginError, Scope, StoreState, guard};
 use crate::contract::{
-    Completion, Decision, InputRecord, ModelRequirements, OutputRecord, PluginError as GuestError,
+    Completion, Decision, InputRecord, ModelRequirements, NO_FIELDS, OutputRecord,
+    PluginError as GuestError,
 };
 use crate::failure::{Failure, Reason};
 
@@ -121,6 +123,8 @@ pub(super) struct Instance {
     /// What the configured plugin declared it sends the model; its requests are checked
     /// against it.
     declared: ModelRequirements,
+    /// The fields it declared it reads from each record's value.
+    fields: FieldReader,
 }
 
 impl Instance {
@@ -160,12 +164,14 @@ impl Instance {
             store,
             bindings,
             declared: ModelRequirements::default(),
+            fields: FieldReader::default(),
         };
         let settings = instance.plugin.settings.clone();
         let configured = instance.call(|guest, store| guest.call_configure(store, &settings));
         match configured {
             Ok(Ok(())) => {
                 instance.declared = instance.requirements()?;
+                instance.fields = instance.fields()?;
                 Ok(instance)
             }
             Ok(Err(message)) => Err(PluginError::Configure {
@@ -226,6 +232,19 @@ impl Instance {
         Ok(declared)
     }
 
+    /// Asks the configured plugin which fields it reads from each record.
+    fn fields(&mut self) -> Result<FieldReader, PluginError> {
+        let path = self.plugin.path.clone();
+        let refused = |message: String| PluginError::Configure {
+            path: path.clone(),
+            message: format!("declaring the fields it reads: {message}"),
+        };
+        let specs = self
+            .call(|guest, store| guest.call_fields(store))
+            .map_err(|e| refused(e.failure(&self.plugin).message))?;
+        FieldReader::new(&specs).map_err(refused)
+    }
+
     /// The host's checks on one decision: a request no model can take, or outputs past the
     /// limits, fail the record.
     fn checked(&self, decision: Decision) -> Result<Decision, Failure> {
@@ -252,11 +271,24 @@ impl Instance {
     /// Only when the instance cannot be rebuilt after a failed call.
     pub(super) fn prepare(
         &mut self,
-        records: &[InputRecord],
+        records: &mut [InputRecord],
     ) -> Result<Vec<Result<Decision, Failure>>, PluginError> {
+        if !self.fields.is_empty() {
+            for r in records.iter_mut() {
+                r.fields = self.fields.read(r.value.as_deref());
+            }
+        }
         let decided = self.isolating(Export::Prepare, records, &|guest, store, items| {
             guest.call_prepare(store, items)
-        })?;
+        });
+        if !self.fields.is_empty() {
+            // Read for this call only: the records wait for the model and their outputs
+            // without them.
+            for r in records.iter_mut() {
+                r.fields = NO_FIELDS;
+            }
+        }
+        let decided = decided?;
         Ok(decided
             .into_iter()
             .map(|d| d.and_then(|d| self.checked(d)))

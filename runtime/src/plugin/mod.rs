@@ -12,6 +12,7 @@
 //!   instance is rebuilt before the next call.
 
 mod bindings;
+mod fields;
 mod guard;
 mod instance;
 mod log;
@@ -28,12 +29,13 @@ use wasmtime::{Config, Engine, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginSettings;
+pub use fields::FieldReader;
 pub use pool::{Completed, PluginPool, Prepared};
 pub use stats::PluginStats;
 pub(crate) use stats::{Export, Scope};
 
 /// The contract's version this host speaks: the `@` suffix of its WIT package.
-pub const CONTRACT: &str = "streaminfer:plugin/plugin@0.2.0";
+pub const CONTRACT: &str = "streaminfer:plugin/plugin@0.3.0";
 
 /// How the SDK's panic hook starts the line it logs (`streaminfer_sdk::export::PANIC_PREFIX`).
 const PANIC_PREFIX: &str = "panicked at ";

@@ -235,8 +235,8 @@ fn work(mut instance: Instance, mut queue: mpsc::Receiver<Job>) {
             return;
         };
         let healthy = match job {
-            Job::Prepare(records, reply) => {
-                let result = instance.prepare(&records).map(|r| (records, r));
+            Job::Prepare(mut records, reply) => {
+                let result = instance.prepare(&mut records).map(|r| (records, r));
                 let healthy = result.is_ok();
                 let _ = reply.send(result);
                 healthy

@@ -7,7 +7,7 @@ use wasmtime::component::{HasData, Linker};
 pub use crate::contract::*;
 
 /// The instance name of `types` in a component built against this contract version.
-pub(super) const INSTANCE: &str = "streaminfer:plugin/types@0.2.0";
+pub(super) const INSTANCE: &str = "streaminfer:plugin/types@0.3.0";
 
 /// What the host implements for `types`: nothing.
 pub trait Host {}

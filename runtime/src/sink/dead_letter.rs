@@ -207,6 +207,8 @@ mod tests {
                     value: vec![b'x'; 100],
                 })
                 .collect(),
+
+            fields: crate::contract::NO_FIELDS,
         }
     }
 

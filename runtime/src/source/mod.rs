@@ -375,6 +375,7 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>, generation: u64) -
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
         headers,
+        fields: crate::contract::NO_FIELDS,
     };
     Consumed {
         record,
