@@ -70,6 +70,16 @@ fn settings(brokers: &str) -> config::Settings {
 }
 
 fn settings_with(brokers: &str, transaction_interval: &str) -> config::Settings {
+    settings_for(brokers, transaction_interval, &fraud_plugin(), "")
+}
+
+/// The settings of a run of `plugin` on the mock cluster; `plugin_keys` go in `[plugin]`.
+fn settings_for(
+    brokers: &str,
+    transaction_interval: &str,
+    plugin: &Path,
+    plugin_keys: &str,
+) -> config::Settings {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = format!(
         r#"
@@ -95,6 +105,8 @@ fn settings_with(brokers: &str, transaction_interval: &str) -> config::Settings 
         shutdown-timeout = "10s"
         [metrics]
         listen = "127.0.0.1:0"
+        [plugin]
+        {plugin_keys}
         "#,
         manifest.join("../models/fraud/fraud.onnx").display()
     );
@@ -102,7 +114,7 @@ fn settings_with(brokers: &str, transaction_interval: &str) -> config::Settings 
         &text,
         Path::new("exactly-once.toml"),
         Mode::Stream,
-        &fraud_plugin(),
+        plugin,
         &[],
     )
     .expect("valid config")
@@ -318,4 +330,88 @@ async fn a_fenced_producer_stops_the_run_with_the_reason() {
         .expect_err("a fenced producer cannot go on")
         .to_string();
     assert!(error.contains("fenced"), "{error}");
+}
+
+/// Defect 1 of the third delivery review: a record whose first output is enqueued and whose
+/// second is refused on enqueue (over `message.max.bytes`) must not let a commit take its
+/// offset with only the first output inside. With transactions due every millisecond and
+/// thousands of records before it, a commit is always due when the refusal comes; the record
+/// must still end in the dead-letter topic, never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_second_output_is_refused_on_enqueue_is_dead_lettered_not_committed() {
+    const BEFORE: u64 = 3_000;
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [(INPUT, 1), (OUTPUT, 2), (DEAD_LETTERS, 1)] {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("topic created");
+    }
+    let brokers = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let sends = (0..=BEFORE).map(|id| {
+        let value = if id == BEFORE {
+            "small-then-huge"
+        } else {
+            "ok"
+        };
+        let producer = &producer;
+        async move {
+            let key = id.to_string();
+            producer
+                .send(
+                    FutureRecord::to(INPUT)
+                        .key(&key)
+                        .payload(value)
+                        .partition(0),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("input produced");
+        }
+    });
+    futures::future::join_all(sends).await;
+    let hostile = common::plugin("HOSTILE_PLUGIN", "hostile_plugin.wasm", "hostile-plugin");
+    let settings = settings_for(&brokers, "1ms", &hostile, r#"max-output-bytes = "4MiB""#);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(streaminfer::run(settings, async move {
+        let _ = stopped.await;
+    }));
+    let b = brokers.clone();
+    let letters = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let letters = read_all(&b, DEAD_LETTERS, 1);
+            if !letters.is_empty() || Instant::now() > deadline {
+                return letters;
+            }
+        }
+    })
+    .await
+    .expect("read");
+    let _ = stop.send(());
+    let summary = running
+        .await
+        .expect("the run does not panic")
+        .expect("the run goes on after the abort");
+    assert_eq!(
+        letters
+            .iter()
+            .map(|(key, _, reason)| (key.as_str(), reason.as_deref()))
+            .collect::<Vec<_>>(),
+        [(BEFORE.to_string().as_str(), Some("output-refused"))],
+        "the record is dead-lettered, once, for its refused output: {summary:?}"
+    );
+    assert!(
+        summary.aborted >= 1,
+        "its transaction was aborted: {summary:?}"
+    );
+    let outputs = read_all(&brokers, OUTPUT, 2);
+    assert!(
+        outputs.iter().filter(|(_, v, _)| v == "ok").count() as u64 >= BEFORE,
+        "every record before it was scored"
+    );
 }

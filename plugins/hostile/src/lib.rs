@@ -14,6 +14,7 @@
 //! | `env` | reports how many environment variables and arguments it sees |
 //! | `many-outputs` | emits 10,000 records |
 //! | `wide-outputs` | emits 3 records of 1 MiB |
+//! | `small-then-huge` | emits a small record, then one of 1.5 MB (over Kafka's default limit) |
 //! | `topic-input` | emits one record to the topic its input came from |
 //! | `topic-empty`, `topic-invalid` | emits one record to `""`, to `"no such/topic"` |
 //! | `bad-shape` | asks the model with a shape that does not match its data |
@@ -69,6 +70,7 @@ fn abuse(command: &[u8], input_topic: &str) -> Option<Vec<Output>> {
     Some(match command {
         b"many-outputs" => (0..10_000).map(|_| output("o", None)).collect(),
         b"wide-outputs" => (0..3).map(|_| output(vec![b'w'; 1 << 20], None)).collect(),
+        b"small-then-huge" => vec![output("small", None), output(vec![b'h'; 1_500_000], None)],
         b"topic-input" => vec![output("x", Some(input_topic))],
         b"topic-empty" => vec![output("x", Some(""))],
         b"topic-invalid" => vec![output("x", Some("no such/topic"))],
