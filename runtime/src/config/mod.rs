@@ -837,9 +837,13 @@ fn read_plugin(
         memory_limit,
         call_timeout: s.duration("call-timeout", defaults::PLUGIN_CALL_TIMEOUT),
         workers: s.count("workers", defaults::plugin_workers(), 64),
-        reload: match s.optional_bool("reload") {
-            Some(false) => None,
-            _ => Some(s.duration("reload-interval", defaults::PLUGIN_RELOAD_INTERVAL)),
+        reload: {
+            // Read either way: with reloading off, the interval is unused, not unknown.
+            let interval = s.duration("reload-interval", defaults::PLUGIN_RELOAD_INTERVAL);
+            match s.optional_bool("reload") {
+                Some(false) => None,
+                _ => Some(interval),
+            }
         },
         settings: s.section("settings").string_map(&[], config_dir),
         outputs: read_output_limits(&mut s, kafka),
@@ -961,6 +965,22 @@ mod tests {
         assert_eq!(s.pipeline.batch_size, defaults::BATCH_SIZE);
         assert_eq!(s.plugin.memory_limit, defaults::PLUGIN_MEMORY_LIMIT);
         assert_eq!(s.model.version, None);
+    }
+
+    #[test]
+    fn a_reload_interval_with_reloading_off_is_accepted_and_unused() {
+        let text = format!("{MINIMAL}\n[plugin]\nreload = false\nreload-interval = \"5s\"\n");
+        let s = parse(&text, &[]).expect("both keys are known");
+        assert_eq!(s.plugin.reload, None);
+        let text = format!("{MINIMAL}\n[plugin]\nreload-interval = \"5s\"\n");
+        let s = parse(&text, &[]).expect("valid");
+        assert_eq!(s.plugin.reload, Some(std::time::Duration::from_secs(5)));
+        let text = format!("{MINIMAL}\n[plugin]\nreload = false\nreload-interval = \"soon\"\n");
+        let bad = problems(parse(&text, &[]).expect_err("a bad interval is still refused"));
+        assert!(
+            bad.iter().any(|p| p.contains("plugin.reload-interval")),
+            "{bad:?}"
+        );
     }
 
     #[test]
