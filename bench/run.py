@@ -12,7 +12,7 @@ the records in it. The report gives ratios between variants and marks the target
 
     B1  runtime + pass-through plugin (no model call): the ceiling
     B2  runtime + fraud plugin + embedded ONNX model: the full pipeline (plugin.workers as
-        shipped: one per core), and B2-one-worker beside it with a single plugin instance
+        shipped: one per core but one), and B2-two-workers beside it with two plugin instances
     B3  plugin-bench: the fraud plugin's logic native vs as a Wasm component
     B4  runtime + TF Serving-compatible server, one row per call vs batched; ideal client
     B5  the same job in Python: B5-python as a skilled user writes it (confluent-kafka, orjson,
@@ -184,7 +184,7 @@ def run(args, log_dir: Path, stack: list[services.Service], setup: list[str], re
     if "B2" in selected:
         results.append(variants.b2_full(env, dataset))
         if not args.smoke:
-            results.append(variants.b2_one_worker(env, dataset))
+            results.append(variants.b2_two_workers(env, dataset))
     if "B3" in selected:
         results.append(external.b3_plugin_bench(bench_path, fraud.copy, args.b3_records, log_dir,
                                                 timeout=env.timeout_for(args.b3_records)))

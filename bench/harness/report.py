@@ -119,7 +119,7 @@ def fill_ratios(results: list[Result]) -> None:
     ratio("B1-pinned", "B1-pinned", "B5-passthrough-pinned", "B1/B5-passthrough, pinned")
     ratio("B2-pinned", "B2-pinned", "B1-pinned", "B2/B1, pinned")
     ratio("B2-pinned", "B2-pinned", "B5-python-pinned", "B2/B5-python, pinned")
-    ratio("B2-one-worker", "B2", "B2-one-worker", "B2/B2-one-worker: what the second worker gives")
+    ratio("B2-two-workers", "B2-two-workers", "B2", "B2-two-workers/B2")
     ratio("B7", "B7", "B2", "B7/B2")
     ratio("B7-passthrough", "B7-passthrough", "B1", "B7-passthrough/B1")
     for key, floor in (("B6", "B6-broker"), ("B6-python", "B6-broker"), ("B6-tuned", "B6-broker-tuned")):

@@ -225,10 +225,10 @@ def b2_full(env: Env, dataset: Dataset) -> Result:
     return run_pipeline(env, result, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
 
 
-def b2_one_worker(env: Env, dataset: Dataset) -> Result:
-    """B2 with one plugin instance: beside B2 (one per core by default), what the cores give."""
-    result = Result("B2-one-worker", "full pipeline as B2, one plugin worker")
-    extra = {"plugin.workers": 1, **env.extra("B2-one-worker")}
+def b2_two_workers(env: Env, dataset: Dataset) -> Result:
+    """B2 with two plugin instances, whatever the default chose: what a second worker gives."""
+    result = Result("B2-two-workers", "full pipeline as B2, two plugin workers")
+    extra = {"plugin.workers": 2, **env.extra("B2-two-workers")}
     result.notes.append(f"overrides: {describe(extra)}")
     return run_pipeline(env, result, dataset, "verdict", runtime_launch(env, env.fraud_plugin, dataset.topic, extra))
 

@@ -37,11 +37,12 @@ pub mod defaults {
     pub const PLUGIN_WORKERS_AUTO_AT_MOST: usize = 8;
 
     /// Plugin instances when `plugin.workers` is not set: one per core this process may run on
-    /// (its CPU affinity and cgroup quota count), at most [`PLUGIN_WORKERS_AUTO_AT_MOST`].
+    /// (its CPU affinity and cgroup quota count) but one, which the record path itself needs
+    /// (the consumer, the producer and librdkafka's threads take about a core at full rate);
+    /// at least one, at most [`PLUGIN_WORKERS_AUTO_AT_MOST`].
     pub fn plugin_workers() -> usize {
-        std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(PLUGIN_WORKERS_AUTO_AT_MOST)
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        cores.saturating_sub(1).clamp(1, PLUGIN_WORKERS_AUTO_AT_MOST)
     }
     pub const PLUGIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
     /// Where compiled plugins are kept: `$XDG_CACHE_HOME/streaminfer/plugins`, else
