@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
 use super::fields::FieldReader;
+use super::limits::Limits;
 use super::{Export, LoadedPlugin, PluginError, Scope, StoreState, guard};
 use crate::contract::{
     Completion, Decision, InputRecord, ModelRequirements, NO_FIELDS, OutputRecord,
@@ -19,44 +20,9 @@ use crate::contract::{
 };
 use crate::failure::{Failure, Reason};
 
-/// Caps the linear memory of one instance and remembers whether the cap was hit, so that the
-/// trap that usually follows (an allocation failure in the guest) is reported as what it is.
-pub(super) struct MemoryLimiter {
-    limit: usize,
-    hit: bool,
-}
-
-/// Table elements an instance may grow to; tables hold function references, a few thousand is
-/// plenty for any real plugin.
-const TABLE_ELEMENTS_LIMIT: usize = 100_000;
-
 /// Characters of a plugin's own message (a refused configuration, a trap) kept for the log and
 /// the dead letter.
 const MESSAGE_AT_MOST: usize = 2_000;
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= TABLE_ELEMENTS_LIMIT)
-    }
-}
 
 /// Why a call into the plugin failed as a whole. Every such failure throws the instance away.
 #[derive(Debug, Clone)]
@@ -139,10 +105,7 @@ impl Instance {
                 .allow_ip_name_lookup(false)
                 .build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limit: plugin.memory_limit,
-                hit: false,
-            },
+            limiter: Limits::new(plugin.memory_limit),
             plugin: plugin.name.clone(),
             log: super::log::LogGate::new(std::time::Instant::now()),
             panic: None,

@@ -15,6 +15,7 @@ mod bindings;
 mod fields;
 mod guard;
 mod instance;
+mod limits;
 mod log;
 mod pool;
 mod stats;
@@ -287,7 +288,7 @@ impl LoadedPlugin {
 struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limiter: instance::MemoryLimiter,
+    limiter: limits::Limits,
     plugin: Arc<str>,
     log: log::LogGate,
     /// What the SDK said of a panic during the current call, for the trap's failure.
