@@ -42,7 +42,9 @@ pub mod defaults {
     /// at least one, at most [`PLUGIN_WORKERS_AUTO_AT_MOST`].
     pub fn plugin_workers() -> usize {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        cores.saturating_sub(1).clamp(1, PLUGIN_WORKERS_AUTO_AT_MOST)
+        cores
+            .saturating_sub(1)
+            .clamp(1, PLUGIN_WORKERS_AUTO_AT_MOST)
     }
     pub const PLUGIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
     /// Where compiled plugins are kept: `$XDG_CACHE_HOME/streaminfer/plugins`, else
