@@ -113,6 +113,48 @@ async fn an_infinite_loop_is_stopped_by_the_wall_clock_limit() {
 }
 
 #[tokio::test]
+async fn a_blocking_sleep_is_stopped_by_the_wall_clock_limit_and_a_short_one_is_kept() {
+    let pool = pool();
+    let (result, elapsed) = between_good_records(&pool, "sleep").await;
+    let failure = failure(result);
+    assert_eq!(failure.reason.code(), "plugin-timeout", "{failure}");
+    assert!(elapsed < CONTAINED_WITHIN, "containment took {elapsed:?}");
+    let started = Instant::now();
+    let (_, decisions) = pool
+        .prepare(vec![record(4, "nap")])
+        .await
+        .expect("the plugin keeps serving");
+    assert_eq!(emitted(&decisions[0]), b"napped");
+    assert!(
+        started.elapsed() >= Duration::from_millis(10),
+        "a sleep within the limit still sleeps"
+    );
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn shutting_down_waits_for_a_busy_worker_no_longer_than_two_calls() {
+    let pool = std::sync::Arc::new(pool());
+    let shared = pool.clone();
+    // Twenty loops: the batch call times out, then each is tried alone, 21 limits in a row.
+    let busy = tokio::spawn(async move {
+        let loops = (0..20).map(|i| record(i, "loop")).collect();
+        shared.prepare(loops).await
+    });
+    tokio::time::sleep(CALL_TIMEOUT + Duration::from_millis(100)).await;
+    busy.abort();
+    let _ = busy.await;
+    let pool = std::sync::Arc::into_inner(pool).expect("the only owner");
+    let started = Instant::now();
+    pool.shutdown();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown waited {took:?} for a worker with seconds of work left"
+    );
+}
+
+#[tokio::test]
 async fn a_memory_bomb_is_stopped_by_the_memory_limit() {
     let pool = pool();
     let (result, elapsed) = between_good_records(&pool, "memory").await;

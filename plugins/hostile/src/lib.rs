@@ -5,6 +5,8 @@
 //! | --- | --- |
 //! | `ok` | emits one record `ok` |
 //! | `loop` | spins forever |
+//! | `sleep` | sleeps 60 s (a blocking WASI clock wait), then emits `slept` |
+//! | `nap` | sleeps 10 ms, then emits `napped` |
 //! | `memory` | allocates until allocation fails |
 //! | `recurse` | recurses until the stack runs out |
 //! | `panic` | panics |
@@ -127,6 +129,14 @@ impl Plugin for Hostile {
             b"loop" => loop {
                 black_box(());
             },
+            b"sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                Ok(emit("slept"))
+            }
+            b"nap" => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                Ok(emit("napped"))
+            }
             b"memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {

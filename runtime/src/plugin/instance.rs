@@ -11,6 +11,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::Plugin as Bindings;
 use super::bindings::exports::streaminfer::plugin::handler::Guest;
+use super::clocks::PluginClock;
 use super::fields::FieldReader;
 use super::limits::Limits;
 use super::{Export, LoadedPlugin, PluginError, Scope, StoreState, guard};
@@ -96,19 +97,27 @@ pub(super) struct Instance {
 impl Instance {
     /// Instantiates the plugin in a fresh store and runs its `configure`.
     pub(super) fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, PluginError> {
+        let clock_origin = std::time::Instant::now();
         let state = StoreState {
             // Nothing granted: no preopened directories, no environment, no arguments, no
-            // network. Standard output and error go nowhere.
+            // network. Standard output and error go nowhere. The clock's waits end at the
+            // call's deadline (`clocks`).
             wasi: WasiCtxBuilder::new()
                 .allow_tcp(false)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
+                .monotonic_clock(PluginClock {
+                    origin: clock_origin,
+                })
                 .build(),
             table: ResourceTable::new(),
             limiter: Limits::new(plugin.memory_limit),
             plugin: plugin.name.clone(),
             log: super::log::LogGate::new(std::time::Instant::now()),
             panic: None,
+            // Instantiation runs under the call limit too (the epoch deadline set below).
+            call_deadline: Some(clock_origin + plugin.call_timeout),
+            clock_origin,
         };
         let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -156,6 +165,8 @@ impl Instance {
         self.store.set_epoch_deadline(self.plugin.deadline_ticks);
         self.store.data_mut().limiter.hit = false;
         self.store.data_mut().panic = None;
+        self.store.data_mut().call_deadline =
+            Some(std::time::Instant::now() + self.plugin.call_timeout);
         let guest = self.bindings.streaminfer_plugin_handler();
         f(guest, &mut self.store).map_err(|e| {
             let state = self.store.data_mut();

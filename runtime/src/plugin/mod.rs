@@ -12,6 +12,7 @@
 //!   instance is rebuilt before the next call.
 
 mod bindings;
+mod clocks;
 mod fields;
 mod guard;
 mod instance;
@@ -122,6 +123,8 @@ impl PluginHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(format!("linking WASI: {e:#}")))?;
+        clocks::hold_waits_to_the_deadline(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("linking the clock: {e:#}")))?;
         bindings::streaminfer::plugin::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("linking the log import: {e:#}")))?;
         let ticker = engine.weak();
@@ -293,6 +296,10 @@ struct StoreState {
     log: log::LogGate,
     /// What the SDK said of a panic during the current call, for the trap's failure.
     panic: Option<String>,
+    /// When the current call's time runs out; the clock's waits end there.
+    call_deadline: Option<std::time::Instant>,
+    /// The instant the guest's monotonic clock counts from.
+    clock_origin: std::time::Instant,
 }
 
 impl WasiView for StoreState {

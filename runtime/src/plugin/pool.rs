@@ -41,6 +41,8 @@ pub struct PluginPool {
     path: std::path::PathBuf,
     stats: Arc<super::PluginStats>,
     threads: Vec<JoinHandle<()>>,
+    /// How long one call may take: what shutting down waits for.
+    call_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for PluginPool {
@@ -87,6 +89,7 @@ impl PluginPool {
             path: plugin.path.clone(),
             stats: plugin.stats.clone(),
             threads,
+            call_timeout: plugin.call_timeout,
         })
     }
 
@@ -182,13 +185,29 @@ impl PluginPool {
         answer.await.map_err(|_| PluginError::Stopped)?
     }
 
-    /// Stops taking jobs and waits for the threads to finish the ones they hold.
+    /// Stops taking jobs and waits for the threads to finish the ones they hold, for as long
+    /// as two calls may take (at least a second). A thread still busy after that (a batch
+    /// retried record by record) is left to finish on its own: nothing waits for it.
     pub fn shutdown(self) {
         drop(self.queues);
-        for thread in self.threads {
+        let until = std::time::Instant::now()
+            + (self.call_timeout * 2).max(std::time::Duration::from_secs(1));
+        let mut threads = self.threads;
+        while !threads.iter().all(JoinHandle::is_finished) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let (finished, busy): (Vec<_>, Vec<_>) =
+            threads.drain(..).partition(JoinHandle::is_finished);
+        for thread in finished {
             if thread.join().is_err() {
                 tracing::error!("a plugin worker thread panicked");
             }
+        }
+        if !busy.is_empty() {
+            tracing::warn!(
+                workers = busy.len(),
+                "plugin workers still busy at shutdown: not waited for"
+            );
         }
     }
 }
