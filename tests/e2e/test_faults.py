@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import signal
 import subprocess
 import time
@@ -24,7 +25,7 @@ import pytest
 
 from streamtools import fraud, kafka, paths, services
 
-from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running, some
+from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, get, read_while_running, some
 from test_fraud_pipeline import SEED
 
 
@@ -146,11 +147,29 @@ def test_records_the_plugin_cannot_take_are_dead_lettered_byte_for_byte(broker, 
            reasons=",".join(f"{k}:{v}" for k, v in reasons.items()), lost=0)
 
 
+def acknowledgement_p99(runtime: services.Service) -> float:
+    """Seconds from taking a record to the broker's acknowledgement of its outputs, at the
+    runtime's own p99 (the upper bound of the bucket of its /metrics histogram); 0 when it has
+    acknowledged nothing yet."""
+    _, _, body = get(services.metrics_url(runtime, timeout=5.0) + "/metrics")
+    buckets = []
+    for line in body.splitlines():
+        if line.startswith("streaminfer_record_latency_seconds_bucket") and 'stage="acknowledged"' in line:
+            bound = re.search(r'le="([^"]+)"', line).group(1)
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return 0.0
+    return next(bound for bound, count in buckets if count >= 0.99 * buckets[-1][1])
+
+
 def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(broker, topics, overrides, start_runtime):
     """SIGKILL at five random moments of a 100k-record run, restarting each time: every record is
     scored; what each crash makes the group read again (outputs seen minus the committed offsets
     right after the kill) stays within max-pending plus what the run finished in the commit
-    interval (and half a second of slack) before the kill, counted from the outputs' timestamps."""
+    interval before the kill, counted from the outputs' timestamps: outputs produced up to the
+    runtime's own acknowledgement p99 earlier (read from its /metrics just before the kill), and
+    a quarter second of scheduling slack, may have been acknowledged inside that interval."""
     count, max_pending, commit_interval = 100_000, 2_000, 0.2
     rng = random.Random(SEED)
     ids, produced = fill(broker.bootstrap, topics.input, SEED + 31, count)
@@ -163,11 +182,14 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(b
     outputs = []
     windows = []
     bounds = []
+    acks = []
     with kafka.TopicReader(broker.bootstrap, topics.output) as reader:
         for threshold in thresholds:
             runtime = start_runtime(settings)
             run = read_while_running(reader, runtime, max(0, threshold - len(outputs)), OUTPUT_TIMEOUT)
             rate_window = len(outputs) + len(run)
+            acknowledged_within = acknowledgement_p99(runtime) if runtime.running() else 0.0
+            acks.append(acknowledged_within)
             killed_ms = time.time() * 1000
             runtime.signal(signal.SIGKILL)
             assert runtime.wait(10) is not None
@@ -181,14 +203,16 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(b
                 continue
             # Records past the committed point that this run finished: what the next reads again.
             windows.append(len(ids_of(outputs)) - committed)
-            # Outputs are stamped as produced: what the last commit interval (and half a second of
-            # slack) before the kill finished may be stored and not yet committed.
-            since = killed_ms - (commit_interval + 0.5) * 1000
+            # Outputs are stamped as produced, and finish when acknowledged: what was produced in the
+            # last commit interval, the acknowledgement time and some slack before the kill may be
+            # stored and not yet committed.
+            since = killed_ms - (commit_interval + min(acknowledged_within, 5.0) + 0.25) * 1000
             bounds.append(max_pending + sum(1 for r in run if r.timestamp is not None and r.timestamp >= since))
         outputs = run_to_the_end(reader, start_runtime(settings), ids, outputs)
     missing, duplicated = tally(outputs, ids)
     report("sigkill", records_in=count, out=len(outputs), dead_lettered=0, duplicated=duplicated,
-           lost=len(missing), kills=len(thresholds), reread_per_kill=windows, bound_per_kill=bounds)
+           lost=len(missing), kills=len(thresholds), reread_per_kill=windows, bound_per_kill=bounds,
+           acknowledgement_p99_s=acks)
     assert not missing, f"ids never scored: {some(missing)}"
     assert windows, "no run produced anything before its kill"
     assert all(w <= b for w, b in zip(windows, bounds)), f"re-read windows {windows} exceed {bounds}"
