@@ -36,7 +36,7 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The plugin: a WebAssembly component implementing streaminfer:plugin/plugin@0.2.0.
+    /// The plugin: a WebAssembly component implementing streaminfer:plugin/plugin@0.3.0.
     #[arg(long, value_name = "PLUGIN.wasm", required = true)]
     plugin: Option<PathBuf>,
     /// The configuration file (TOML).
