@@ -27,7 +27,8 @@ OUTPUT_FIELDS = {"id", "fraud_probability", "is_fraud", "model_name", "model_ver
 def test_fraud_end_to_end(backend, broker, model_server, mlserver, topics, overrides, start_runtime):
     """The same input and the same checks against the TensorFlow model's own scores, whether
     the runtime calls the TF Serving-compatible server, runs the ONNX export in process, or calls
-    MLServer over KServe v2 with raw or typed tensors."""
+    MLServer over KServe v2 with raw or typed tensors. The in-process run has two plugin workers,
+    so batches are split between instances by partition and merged back."""
     # Input: 10,000 transactions with one poison record (not JSON) in the middle.
     inputs = fraud.input_records(SEED, COUNT, poison=1)
     produced = kafka.produce(broker.bootstrap, topics.input, [(r.key, r.value) for r in inputs])
@@ -38,7 +39,7 @@ def test_fraud_end_to_end(backend, broker, model_server, mlserver, topics, overr
 
     chosen = {
         "tf-serving": overrides,
-        "onnx": embedded(overrides),
+        "onnx": {**embedded(overrides), "plugin.workers": 2},
         "kserve-raw": {**overrides, "model.backend": "kserve", "model.endpoint": mlserver.endpoint},
         "kserve-typed": {
             **overrides,
@@ -122,6 +123,14 @@ def test_fraud_end_to_end(backend, broker, model_server, mlserver, topics, overr
                 f"{(topics.input, str(source.partition), str(source.offset))}"
             )
     assert not problems, f"{len(problems)} wrong output records: " + "; ".join(problems[:10])
+
+    # Order: within an output partition, the outputs of one input partition come in its order.
+    last: dict[tuple[int, str], int] = {}
+    for record, _ in decoded:
+        lane = (record.partition, record.header_str("source-partition"))
+        offset = int(record.header_str("source-offset"))
+        assert offset > last.get(lane, -1), f"output partition {lane[0]}: input offset {offset} after {last[lane]}"
+        last[lane] = offset
 
     # The poison record: dead-lettered once, bytes intact, with the reason and its origin.
     assert len(dead) == 1, f"{len(dead)} dead-letter records, expected 1: {[d.to_json() for d in dead][:5]}"
