@@ -15,18 +15,52 @@ pub(super) const TABLES_AT_MOST: usize = 100;
 /// for any real plugin.
 pub(super) const TABLE_ELEMENTS_AT_MOST: usize = 100_000;
 
+/// A total that grants must stay within, with the last grant kept so that a growth that fails
+/// after being granted can be taken back.
+#[derive(Debug)]
+struct Budget {
+    limit: usize,
+    used: usize,
+    last_grant: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: 0,
+            last_grant: 0,
+        }
+    }
+
+    /// Grants growing one item from `current` to `desired`, if the total stays within.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let grant = desired.saturating_sub(current);
+        let total = self.used.saturating_add(grant);
+        if total > self.limit {
+            return false;
+        }
+        self.used = total;
+        self.last_grant = grant;
+        true
+    }
+
+    /// Takes back the last grant: its growth failed.
+    fn failed(&mut self) {
+        self.used = self.used.saturating_sub(self.last_grant);
+        self.last_grant = 0;
+    }
+}
+
 /// Caps the linear memory of one instance, all memories together, and remembers whether the cap
 /// was hit, so that the trap that usually follows (an allocation failure in the guest) is
 /// reported as what it is.
 #[derive(Debug)]
 pub(super) struct Limits {
-    memory_limit: usize,
-    /// Bytes of every memory of the store, as granted so far.
-    memory: usize,
-    /// Bytes of the last growth granted, taken back if it fails.
-    last_memory_grant: usize,
-    table_elements: usize,
-    last_table_grant: usize,
+    /// Bytes of every memory of the store.
+    memory: Budget,
+    /// Elements of every table of the store.
+    table_elements: Budget,
     /// Whether the memory limit refused a growth since the flag was last cleared.
     pub(super) hit: bool,
 }
@@ -34,11 +68,8 @@ pub(super) struct Limits {
 impl Limits {
     pub(super) fn new(memory_limit: usize) -> Self {
         Self {
-            memory_limit,
-            memory: 0,
-            last_memory_grant: 0,
-            table_elements: 0,
-            last_table_grant: 0,
+            memory: Budget::new(memory_limit),
+            table_elements: Budget::new(TABLE_ELEMENTS_AT_MOST),
             hit: false,
         }
     }
@@ -51,20 +82,13 @@ impl ResourceLimiter for Limits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let grant = desired.saturating_sub(current);
-        let total = self.memory.saturating_add(grant);
-        if total > self.memory_limit {
-            self.hit = true;
-            return Ok(false);
-        }
-        self.memory = total;
-        self.last_memory_grant = grant;
-        Ok(true)
+        let granted = self.memory.grow(current, desired);
+        self.hit |= !granted;
+        Ok(granted)
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory = self.memory.saturating_sub(self.last_memory_grant);
-        self.last_memory_grant = 0;
+        self.memory.failed();
         Ok(())
     }
 
@@ -74,19 +98,11 @@ impl ResourceLimiter for Limits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let grant = desired.saturating_sub(current);
-        let total = self.table_elements.saturating_add(grant);
-        if total > TABLE_ELEMENTS_AT_MOST {
-            return Ok(false);
-        }
-        self.table_elements = total;
-        self.last_table_grant = grant;
-        Ok(true)
+        Ok(self.table_elements.grow(current, desired))
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.table_elements = self.table_elements.saturating_sub(self.last_table_grant);
-        self.last_table_grant = 0;
+        self.table_elements.failed();
         Ok(())
     }
 
@@ -172,6 +188,17 @@ mod tests {
             1001,
             "what is left is given"
         );
+    }
+
+    #[test]
+    fn a_grant_whose_growth_failed_is_taken_back() {
+        let mut budget = Budget::new(100);
+        assert!(budget.grow(0, 60));
+        assert!(!budget.grow(0, 50), "110 of 100");
+        assert!(budget.grow(60, 90));
+        budget.failed();
+        assert!(budget.grow(0, 40), "the failed 30 are free again: 60 + 40");
+        assert!(!budget.grow(0, 1));
     }
 
     #[test]
