@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("onnxruntime") is None:
         print("onnxruntime is missing: run bench/run.sh, or use .venv-bench/bin/python", file=sys.stderr)
         return 2
+    try:  # the runtime's defaults, read from its source: a moved constant fails here, not at B4
+        effective.check_source()
+    except RuntimeError as failure:
+        print(f"benchmark cannot start: {failure}", file=sys.stderr)
+        return 2
     command = os.environ.get("BENCH_COMMAND") or shlex.join([sys.executable, *sys.argv])
     log_dir = Path(tempfile.mkdtemp(prefix="streaminfer-bench-"))
     started_at = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

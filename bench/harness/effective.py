@@ -1,5 +1,5 @@
 """What the runtime runs a variant with, for the figures that compare it to something else:
-its built-in defaults (read from ``runtime/src/config/mod.rs``, the one place they are written, so
+its built-in defaults (read from ``runtime/src/config/defaults.rs``, the one place they are written, so
 the harness cannot drift from them), then ``config/fraud.toml``, then the variant's overrides.
 
 The B6 broker floor takes the runtime's consumer properties from here, and B4's ideal client and
@@ -14,7 +14,7 @@ from typing import Mapping
 
 from streamtools import paths
 
-DEFAULTS = paths.REPO / "runtime" / "src" / "config" / "mod.rs"
+DEFAULTS = paths.REPO / "runtime" / "src" / "config" / "defaults.rs"
 
 
 @cache
@@ -52,7 +52,19 @@ def model_rows(overrides: Mapping[str, object]) -> int:
     configured = _config().get("model", {}).get("max-batch-size")
     if configured is not None:
         return int(configured)
+    return default_model_rows()
+
+
+def default_model_rows() -> int:
+    """``config::defaults::MODEL_MAX_BATCH_SIZE``."""
     found = re.search(r"pub const MODEL_MAX_BATCH_SIZE: usize = ([0-9_]+);", _source())
     if found is None:
         raise RuntimeError(f"config::defaults::MODEL_MAX_BATCH_SIZE not found in {DEFAULTS}")
     return int(found.group(1).replace("_", ""))
+
+
+def check_source() -> None:
+    """Read every default the harness takes from the runtime's source, so that a moved constant
+    stops a run before it starts rather than after its first variants."""
+    consumer_defaults()
+    default_model_rows()
