@@ -217,7 +217,7 @@ impl Default for OutputLimits {
 pub struct PipelineSettings {
     /// Records handed to the plugin in one call.
     pub batch_size: usize,
-    /// How long a partial batch waits for more records.
+    /// How long a partial batch may wait for more records while earlier batches are processed.
     pub linger: Duration,
     /// Records consumed but not yet finished; consumption pauses at this bound.
     pub max_pending: usize,

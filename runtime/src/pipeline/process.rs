@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tokio::time::Instant;
 
 use super::PipelineError;
+use super::reader::Held;
 use crate::contract::{Completion, Decision, InputRecord, Origin, OutputRecord};
 use crate::failure::{Failure, Reason};
 use crate::inference::Inference;
@@ -44,6 +45,9 @@ pub(super) struct Taken {
 pub(super) struct Batch {
     pub(super) records: Vec<InputRecord>,
     pub(super) taken: Vec<Taken>,
+    /// Counts the batch among those the reader waits for before it cuts one early; let go when
+    /// the batch is processed.
+    pub(super) held: Option<Held>,
 }
 
 impl Batch {
@@ -51,6 +55,7 @@ impl Batch {
         Self {
             records: Vec::with_capacity(size),
             taken: Vec::with_capacity(size),
+            held: None,
         }
     }
 
@@ -127,7 +132,12 @@ pub(super) async fn process_batch(
     stages: Arc<Stages>,
     batch: Batch,
 ) -> Result<Vec<(Outcome, Taken)>, PipelineError> {
-    let Batch { records, taken } = batch;
+    // Held until the batch's outcomes are made, then the reader may cut the next one early.
+    let Batch {
+        records,
+        taken,
+        held: _held,
+    } = batch;
     if taken.iter().all(|t| t.refused.is_none()) {
         let outcomes = process(stages, records).await?;
         return Ok(outcomes.into_iter().zip(taken).collect());

@@ -4,14 +4,21 @@
 //! Two small types hold its state, each tested on its own:
 //! - [`Admission`]: one permit of `max-pending` per record, the pause after the pipeline has
 //!   been full for a while, and the credit a record read while paused takes;
-//! - [`Batcher`]: the batch being filled, cut at `batch-size` records or after `linger`, and a
+//! - [`Batcher`]: the batch being filled, cut at `batch-size` records, after `linger`, or at once
+//!   when the consumer holds no more records and no batch is being processed ([`Busy`]), and a
 //!   cut batch waiting for the next stage to take it.
+//!
+//! The early cut sizes batches to the load: a batch holds what arrived while the one before it
+//! was processed. At low and middle rates a record waits for no linger; at full rate the
+//! batches are full anyway, and `linger` still bounds a partial batch's wait while others are
+//! processed (a slow model server).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::process::Batch;
@@ -112,11 +119,50 @@ impl Admission {
     }
 }
 
+/// The batches cut and not yet processed (waiting for the next stage, or in it): when there are
+/// none, the reader cuts a partial batch without waiting for `linger`.
+#[derive(Debug, Default)]
+pub(super) struct Busy {
+    batches: AtomicUsize,
+    idle: Notify,
+}
+
+impl Busy {
+    fn hold(self: &Arc<Self>) -> Held {
+        self.batches.fetch_add(1, Ordering::AcqRel);
+        Held(self.clone())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.batches.load(Ordering::Acquire) == 0
+    }
+
+    /// Resolves once the last batch held is let go (at once if that happened since the last
+    /// wait).
+    async fn idle(&self) {
+        self.idle.notified().await;
+    }
+}
+
+/// A cut batch's place in [`Busy`], let go when the batch is dropped: processed, or abandoned
+/// with its session.
+#[derive(Debug)]
+pub(super) struct Held(Arc<Busy>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.batches.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_one();
+        }
+    }
+}
+
 /// The batch being filled and the one cut and waiting for the next stage.
 #[derive(Debug)]
 struct Batcher {
     size: usize,
     linger: Duration,
+    busy: Arc<Busy>,
     filling: Batch,
     /// When the batch being filled is cut even if not full.
     flush_at: Option<Instant>,
@@ -124,10 +170,11 @@ struct Batcher {
 }
 
 impl Batcher {
-    fn new(size: usize, linger: Duration) -> Self {
+    fn new(size: usize, linger: Duration, busy: Arc<Busy>) -> Self {
         Self {
             size,
             linger,
+            busy,
             filling: Batch::with_capacity(size),
             flush_at: None,
             cut: None,
@@ -158,11 +205,23 @@ impl Batcher {
     fn cut_now(&mut self) {
         if self.cut.is_none() && !self.filling.is_empty() {
             self.flush_at = None;
-            self.cut = Some(std::mem::replace(
-                &mut self.filling,
-                Batch::with_capacity(self.size),
-            ));
+            let mut batch = std::mem::replace(&mut self.filling, Batch::with_capacity(self.size));
+            batch.held = Some(self.busy.hold());
+            self.cut = Some(batch);
         }
+    }
+
+    /// Cuts the filling batch if no batch is cut and unprocessed; call when the consumer holds
+    /// no more records.
+    fn cut_if_idle(&mut self) {
+        if self.busy.is_idle() {
+            self.cut_now();
+        }
+    }
+
+    /// Whether a partial batch waits for the next stage to become idle.
+    fn waits_for_idle(&self) -> bool {
+        self.cut.is_none() && !self.filling.is_empty()
     }
 
     fn take_cut(&mut self) -> Option<Batch> {
@@ -193,7 +252,8 @@ pub(super) async fn read(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut admission = Admission::default();
-    let mut batcher = Batcher::new(settings.batch_size, settings.linger);
+    let busy = Arc::new(Busy::default());
+    let mut batcher = Batcher::new(settings.batch_size, settings.linger, busy.clone());
     loop {
         if admission.wants_permit() {
             admission.top_up(&permits);
@@ -219,6 +279,8 @@ pub(super) async fn read(
             counters.consumed(drained);
             continue;
         }
+        batcher.cut_if_idle();
+        let stage_free = !batcher.blocked();
         let can_take = admission.can_take(stage_free);
         tokio::select! {
             biased;
@@ -228,6 +290,7 @@ pub(super) async fn read(
                 _ => return,
             },
             () = sleep_until(batcher.flush_at()), if stage_free => batcher.cut_now(),
+            () = busy.idle(), if batcher.waits_for_idle() => batcher.cut_if_idle(),
             acquired = permits.acquire(), if admission.wants_permit() => match acquired {
                 Ok(p) => {
                     p.forget();
@@ -289,7 +352,7 @@ mod tests {
     #[test]
     fn a_batch_is_cut_when_full_and_nothing_is_added_until_it_is_taken() {
         let now = Instant::now();
-        let mut b = Batcher::new(2, Duration::from_millis(5));
+        let mut b = Batcher::new(2, Duration::from_millis(5), Arc::default());
         b.push(consumed(0), now);
         assert!(!b.blocked());
         assert_eq!(b.flush_at(), Some(now + Duration::from_millis(5)));
@@ -303,7 +366,7 @@ mod tests {
     #[test]
     fn linger_cuts_a_partial_batch_and_the_end_keeps_order() {
         let now = Instant::now();
-        let mut b = Batcher::new(10, Duration::from_millis(5));
+        let mut b = Batcher::new(10, Duration::from_millis(5), Arc::default());
         b.cut_now();
         assert!(!b.blocked(), "nothing to cut");
         b.push(consumed(0), now);
@@ -311,6 +374,39 @@ mod tests {
         b.push(consumed(1), now);
         let rest: Vec<_> = b.finish().map(|batch| offsets(&batch)).collect();
         assert_eq!(rest, [vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn a_partial_batch_is_cut_early_only_while_no_batch_is_unprocessed() {
+        let busy = Arc::new(Busy::default());
+        let now = Instant::now();
+        let mut b = Batcher::new(10, Duration::from_millis(5), busy.clone());
+        b.push(consumed(0), now);
+        assert!(b.waits_for_idle());
+        b.cut_if_idle();
+        let first = b.take_cut().expect("nothing in process: cut at once");
+        assert!(!busy.is_idle(), "a cut batch counts until it is dropped");
+
+        b.push(consumed(1), now);
+        b.cut_if_idle();
+        assert!(
+            !b.blocked(),
+            "the first batch is unprocessed: the second fills on"
+        );
+        assert_eq!(
+            b.flush_at(),
+            Some(now + Duration::from_millis(5)),
+            "linger still bounds it"
+        );
+        drop(first);
+        assert!(busy.is_idle());
+        assert!(
+            busy.idle().now_or_never().is_some(),
+            "letting the last one go wakes the reader"
+        );
+        b.cut_if_idle();
+        assert_eq!(offsets(&b.take_cut().expect("idle: cut")), [1]);
+        assert!(!b.waits_for_idle(), "nothing left to cut");
     }
 
     #[test]
