@@ -43,6 +43,7 @@ mod reload;
 pub mod scaffold;
 pub mod sink;
 pub mod source;
+mod stable_hash;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -97,10 +98,12 @@ pub async fn run(
         None => None,
     };
     let plugin_settings = settings.plugin.clone();
+    let route = plugin::Route::for_order(settings.pipeline.order);
     let plugin = tokio::task::spawn_blocking(move || {
         let host = PluginHost::with_cache(plugin_settings.cache_dir.as_deref())?;
         let loaded = host.load(&plugin_settings)?;
-        Ok::<_, plugin::PluginError>((host, PluginPool::start(loaded, plugin_settings.workers)?))
+        let pool = PluginPool::start(loaded, plugin_settings.workers)?.routed(route);
+        Ok::<_, plugin::PluginError>((host, pool))
     });
     let (plugin, inference, sink, source) = tokio::join!(
         plugin,
@@ -144,6 +147,7 @@ pub async fn run(
         output = %settings.kafka.output_topic,
         model = %settings.model.name,
         workers = settings.plugin.workers,
+        order = ?settings.pipeline.order,
         "running"
     );
     let mut pipeline = Pipeline::new(source, sink, plugin, inference, settings.pipeline);

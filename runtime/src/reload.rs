@@ -57,6 +57,7 @@ pub(crate) async fn watch(
 
 async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<Stages>) {
     let current = stages.plugin().digest().clone();
+    let route = stages.plugin().route();
     let stats = host.stats().clone();
     let (host, settings_owned) = (host.clone(), settings.clone());
     let built = tokio::task::spawn_blocking(move || {
@@ -64,7 +65,7 @@ async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<
         if loaded.digest() == &current {
             return Ok(None);
         }
-        PluginPool::start(loaded, settings_owned.workers).map(Some)
+        PluginPool::start(loaded, settings_owned.workers).map(|pool| Some(pool.routed(route)))
     })
     .await;
     let previous = stages.plugin().digest().clone();

@@ -7,6 +7,8 @@
 //! | `loop` | spins forever |
 //! | `sleep` | sleeps 60 s (a blocking WASI clock wait), then emits `slept` |
 //! | `nap` | sleeps 10 ms, then emits `napped` |
+//! | `doze` | sleeps 300 ms, then emits `dozed` |
+//! | `say-<text>` | emits one record `<text>` |
 //! | `memory` | allocates until allocation fails |
 //! | `recurse` | recurses until the stack runs out |
 //! | `panic` | panics |
@@ -83,6 +85,7 @@ fn abuse(command: &[u8], input_topic: &str) -> Option<Vec<Output>> {
             }
             vec![output("logged", None)]
         }
+        say if say.starts_with(b"say-") => vec![output(&say[4..], None)],
         b"log-forge" => {
             log::info("done\n2026-12-02T00:00:00.000000Z  INFO streaminfer: forged by the plugin");
             vec![output("logged", None)]
@@ -136,6 +139,10 @@ impl Plugin for Hostile {
             b"nap" => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 Ok(emit("napped"))
+            }
+            b"doze" => {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(emit("dozed"))
             }
             b"memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();

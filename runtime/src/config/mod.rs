@@ -94,6 +94,23 @@ pub enum Backend {
     Onnx { path: PathBuf },
 }
 
+/// Which outputs keep the order of their inputs (`pipeline.order`). In every mode the committed
+/// offset of a partition only passes records that are finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// A partition's outputs come in its order; batches of other partitions may pass a slow
+    /// one. Each partition's records go to one plugin instance.
+    #[default]
+    Partition,
+    /// The outputs of one key come in its order; others may pass them, and a partition's
+    /// records are spread over the plugin instances by key. Records without a key keep their
+    /// partition's order among themselves.
+    Key,
+    /// No order: a batch's outputs are produced as soon as it is processed (records within one
+    /// batch keep theirs).
+    Unordered,
+}
+
 /// How tensors travel to a KServe v2 server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorEncoding {
@@ -217,6 +234,8 @@ impl Default for OutputLimits {
 pub struct PipelineSettings {
     /// Records handed to the plugin in one call.
     pub batch_size: usize,
+    /// Which outputs keep the order of their inputs.
+    pub order: Order,
     /// How long a partial batch may wait for more records while earlier batches are processed.
     pub linger: Duration,
     /// Records consumed but not yet finished; consumption pauses at this bound.
@@ -352,7 +371,7 @@ fn read(
     };
     let model = read_model(root.section("model"), config_dir);
     let plugin = read_plugin(root.section("plugin"), plugin, &kafka, config_dir);
-    let pipeline = read_pipeline(root.section("pipeline"));
+    let pipeline = read_pipeline(root.section("pipeline"), &kafka.delivery);
     let metrics = read_metrics(root.section("metrics"), mode);
     let log = read_log(root.section("log"));
     Settings {
@@ -391,17 +410,11 @@ fn read_metrics(mut s: Section<'_>, mode: Mode) -> Option<MetricsSettings> {
 
 /// `log.format`: `"text"` or `"json"`.
 fn read_log(mut s: Section<'_>) -> LogFormat {
-    match s.optional_string("format").as_deref() {
-        None | Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            s.problem(
-                "format",
-                format!("expected \"text\" or \"json\", found {other:?}"),
-            );
-            LogFormat::Text
-        }
-    }
+    s.one_of(
+        "format",
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        LogFormat::Text,
+    )
 }
 
 fn read_kafka(mut s: Section<'_>, config_dir: &Path) -> KafkaSettings {
@@ -519,17 +532,14 @@ fn read_model(mut s: Section<'_>, config_dir: &Path) -> ModelSettings {
             if endpoint.starts_with("https://")
     );
     let tls = read_tls(s.section("tls"), config_dir, https);
-    let tensor_encoding = match s.optional_string("tensor-encoding").as_deref() {
-        None | Some("raw") => TensorEncoding::Raw,
-        Some("typed") => TensorEncoding::Typed,
-        Some(other) => {
-            s.problem(
-                "tensor-encoding",
-                format!("expected \"raw\" or \"typed\", found {other:?}"),
-            );
-            TensorEncoding::Raw
-        }
-    };
+    let tensor_encoding = s.one_of(
+        "tensor-encoding",
+        &[
+            ("raw", TensorEncoding::Raw),
+            ("typed", TensorEncoding::Typed),
+        ],
+        TensorEncoding::Raw,
+    );
     ModelSettings {
         backend: backend.unwrap_or(Backend::Onnx {
             path: PathBuf::new(),
@@ -746,7 +756,24 @@ fn read_output_limits(s: &mut Section<'_>, kafka: &KafkaSettings) -> OutputLimit
     }
 }
 
-fn read_pipeline(mut s: Section<'_>) -> PipelineSettings {
+fn read_pipeline(mut s: Section<'_>, delivery: &Delivery) -> PipelineSettings {
+    let order = s.one_of(
+        "order",
+        &[
+            ("partition", Order::Partition),
+            ("key", Order::Key),
+            ("none", Order::Unordered),
+        ],
+        Order::Partition,
+    );
+    if order != Order::Partition && matches!(delivery, Delivery::ExactlyOnce { .. }) {
+        // A transaction commits each partition's offset after its last record in it, so the
+        // records of a partition must enter it in their order.
+        s.problem(
+            "order",
+            "exactly-once delivery needs \"partition\": a transaction commits each partition's input offset up to its last record, so a partition's records must reach it in order",
+        );
+    }
     let batch_size = s.count("batch-size", defaults::BATCH_SIZE, 65_536);
     let max_pending = s.count("max-pending", defaults::MAX_PENDING, 10_000_000);
     if max_pending < batch_size {
@@ -757,6 +784,7 @@ fn read_pipeline(mut s: Section<'_>) -> PipelineSettings {
     }
     PipelineSettings {
         batch_size,
+        order,
         linger: s.duration("linger", defaults::LINGER),
         max_pending,
         max_batches_in_flight: s.count(
@@ -1044,6 +1072,37 @@ mod tests {
             transactional_id.starts_with("g-")
                 && transactional_id.ends_with(&std::process::id().to_string()),
             "by default the group, the host and the process: {transactional_id}"
+        );
+    }
+
+    #[test]
+    fn order_is_by_partition_unless_told_and_exactly_once_needs_it() {
+        assert_eq!(
+            parse(MINIMAL, &[]).expect("valid").pipeline.order,
+            Order::Partition
+        );
+        for (word, order) in [("key", Order::Key), ("none", Order::Unordered)] {
+            let given = format!("pipeline.order=\"{word}\"");
+            let s = parse(MINIMAL, &[given.as_str()]).expect("valid at least once");
+            assert_eq!(s.pipeline.order, order);
+            let found = problems(
+                parse(
+                    MINIMAL,
+                    &[given.as_str(), "kafka.delivery=\"exactly-once\""],
+                )
+                .expect_err("not with exactly-once"),
+            );
+            assert!(
+                found.len() == 1
+                    && found[0].contains("pipeline.order")
+                    && found[0].contains("exactly-once delivery needs \"partition\""),
+                "{found:?}"
+            );
+        }
+        let found = problems(parse(MINIMAL, &["pipeline.order=\"offset\""]).expect_err("bad"));
+        assert!(
+            found.len() == 1 && found[0].contains(r#"expected "partition", "key" or "none""#),
+            "{found:?}"
         );
     }
 

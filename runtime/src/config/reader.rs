@@ -100,6 +100,25 @@ impl<'p> Section<'p> {
         }
     }
 
+    /// One of the words `choices` names, as its value; `default` when absent. Any other word is
+    /// a problem that lists the choices.
+    pub(crate) fn one_of<T: Copy>(&mut self, key: &str, choices: &[(&str, T)], default: T) -> T {
+        let Some(given) = self.optional_string(key) else {
+            return default;
+        };
+        if let Some((_, value)) = choices.iter().find(|(word, _)| *word == given) {
+            return *value;
+        }
+        let words: Vec<String> = choices.iter().map(|(w, _)| format!("{w:?}")).collect();
+        let expected = match words.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::from("nothing"),
+        };
+        self.problem(key, format!("expected {expected}, found {given:?}"));
+        default
+    }
+
     /// A list of non-empty strings, `None` when absent.
     pub(crate) fn optional_string_list(&mut self, key: &str) -> Option<Vec<String>> {
         match self.take(key)? {
@@ -464,6 +483,31 @@ mod tests {
         );
         assert!(problems[0].message.contains("duration"), "{}", problems[0]);
         assert!(problems[3].message.contains("unknown key"));
+    }
+
+    #[test]
+    fn a_word_outside_the_choices_is_a_problem_that_lists_them() {
+        let mut problems = Vec::new();
+        let picked = {
+            let mut s = Section::new(
+                "pipeline",
+                table("order = \"key\"\nother = \"sideways\"\n"),
+                &mut problems,
+            );
+            let choices = [("partition", 0), ("key", 1), ("none", 2)];
+            [
+                s.one_of("order", &choices, 0),
+                s.one_of("other", &choices, 0),
+                s.one_of("absent", &choices, 2),
+            ]
+        };
+        assert_eq!(picked, [1, 0, 2]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "pipeline.other");
+        assert_eq!(
+            problems[0].message,
+            r#"expected "partition", "key" or "none", found "sideways""#
+        );
     }
 
     #[test]

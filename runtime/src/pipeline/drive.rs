@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::process::{Batch, Stages, Taken, process_batch};
 use super::produce::{Delivery, Gate, Position, Settled};
 use super::progress::{Progress, REPORT_EVERY};
+use super::sequence::{Marks, Sequencer};
 use super::transaction::{Cause, Transactions};
 use super::{PipelineError, sleep_until};
 use crate::config::PipelineSettings;
@@ -178,7 +178,7 @@ impl Drive<'_> {
         commit: &mut Commit<'_>,
     ) -> Result<(), PipelineError> {
         let mut tracker = OffsetTracker::new();
-        let mut processing = FuturesOrdered::new();
+        let mut processing = Sequencer::new();
         let mut settled = Vec::new();
         let mut input_open = true;
         let mut progress = Progress::new(self.stages);
@@ -236,7 +236,8 @@ impl Drive<'_> {
                             self.stages.counters.batch(batch.len());
                             self.permits.add_permits(register(&mut tracker, &mut batch.taken, &batch.records));
                             commit.mark_refused(&mut batch);
-                            processing.push_back(process_batch(self.stages.clone(), batch));
+                            let marks = Marks::of(self.settings.order, &batch.records);
+                            processing.push(marks, process_batch(self.stages.clone(), batch));
                         }
                         None => input_open = false,
                     }

@@ -5,7 +5,8 @@
 //! - the [`reader`] pulls records, one permit of `max-pending` each, and cuts batches at
 //!   `batch-size` records or after `linger`;
 //! - up to `max-batches-in-flight` batches are processed concurrently (prepare, model calls,
-//!   complete), and their outcomes are produced in consumption order;
+//!   complete), and each batch's outcomes are produced once no earlier batch holds a record
+//!   they must follow ([`sequence`], `pipeline.order`);
 //! - [`produce`] sends each record's outputs with a token of its own; the broker's
 //!   acknowledgements come back in bulk with those tokens, and when all of a record's are in it
 //!   is finished, and the offset tracker may advance the partition's stored offset. A record's permit returns
@@ -31,6 +32,7 @@ mod process;
 mod produce;
 mod progress;
 mod reader;
+mod sequence;
 mod transaction;
 
 use std::future::Future;

@@ -32,7 +32,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginSettings;
 pub use fields::FieldReader;
-pub use pool::{Completed, PluginPool, Prepared};
+pub use pool::{Completed, PluginPool, Prepared, Route};
 pub use stats::PluginStats;
 pub(crate) use stats::{Export, Scope};
 

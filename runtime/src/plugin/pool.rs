@@ -2,10 +2,11 @@
 //! CPU-bound, so they run on dedicated threads (one `Store` each) and never block the async
 //! runtime; a bounded queue in front of each is the backpressure.
 //!
-//! Each input partition belongs to one instance: a batch is split by partition, the shares run
-//! on their instances at the same time, and the answers are put back in the batch's order. So
-//! one instance sees every record of a partition, in order, and a completion reaches the
-//! instance that prepared its record.
+//! Each input partition belongs to one instance (or, with `pipeline.order = "key"` or
+//! `"none"`, each key: [`Route`]): a batch is split by instance, the shares run on their
+//! instances at the same time, and the answers are put back in the batch's order. So one
+//! instance sees every record of a partition (of a key), in order, and a completion reaches
+//! the instance that prepared its record.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,9 +34,41 @@ enum Job {
     ),
 }
 
+/// Which instance a record goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route {
+    /// Each partition's records to one instance.
+    #[default]
+    ByPartition,
+    /// Each key's records to one instance, by a hash stable across runs; records without a
+    /// key by their partition.
+    ByKey,
+}
+
+impl Route {
+    /// How records are spread for `order`: a partition's order needs its records on one
+    /// instance; a key's order, or none, lets a partition use them all.
+    pub fn for_order(order: crate::config::Order) -> Self {
+        match order {
+            crate::config::Order::Partition => Self::ByPartition,
+            crate::config::Order::Key | crate::config::Order::Unordered => Self::ByKey,
+        }
+    }
+
+    /// The instance of `workers` that handles a record of `partition` with `key`.
+    fn worker(self, partition: i32, key: Option<&[u8]>, workers: usize) -> usize {
+        let spread = match (self, key) {
+            (Self::ByKey, Some(key)) => crate::stable_hash::hash(&[key]),
+            _ => u64::from(partition.unsigned_abs()),
+        };
+        (spread % workers as u64) as usize
+    }
+}
+
 /// A fixed set of plugin instances, each on its own thread with its own queue.
 pub struct PluginPool {
     queues: Vec<mpsc::Sender<Job>>,
+    route: Route,
     digest: Arc<str>,
     requirements: ModelRequirements,
     path: std::path::PathBuf,
@@ -84,6 +117,7 @@ impl PluginPool {
         }
         Ok(Self {
             queues,
+            route: Route::ByPartition,
             digest: plugin.digest().clone(),
             requirements,
             path: plugin.path.clone(),
@@ -91,6 +125,18 @@ impl PluginPool {
             threads,
             call_timeout: plugin.call_timeout,
         })
+    }
+
+    /// Spreads records over the instances by `route` (by partition unless told).
+    #[must_use]
+    pub fn routed(mut self, route: Route) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// How records are spread over the instances.
+    pub fn route(&self) -> Route {
+        self.route
     }
 
     /// `sha256:<hex>` of the component these instances run.
@@ -124,7 +170,7 @@ impl PluginPool {
         }
         let route: Vec<usize> = records
             .iter()
-            .map(|r| self.worker_of(r.partition))
+            .map(|r| self.worker_of(r.partition, r.key.as_deref()))
             .collect();
         let shares = split(records, &route, self.queues.len());
         let answers = futures::future::try_join_all(
@@ -152,7 +198,7 @@ impl PluginPool {
         }
         let route: Vec<usize> = completions
             .iter()
-            .map(|c| self.worker_of(c.origin.partition))
+            .map(|c| self.worker_of(c.origin.partition, c.origin.key.as_deref()))
             .collect();
         let shares = split(completions, &route, self.queues.len());
         let answers = futures::future::try_join_all(
@@ -166,9 +212,9 @@ impl PluginPool {
         merge(answers, &route, self.queues.len())
     }
 
-    /// The instance that handles a partition's records.
-    fn worker_of(&self, partition: i32) -> usize {
-        partition.unsigned_abs() as usize % self.queues.len()
+    /// The instance that handles a record of `partition` with `key`.
+    fn worker_of(&self, partition: i32, key: Option<&[u8]>) -> usize {
+        self.route.worker(partition, key, self.queues.len())
     }
 
     /// Sends one job to one instance and waits for its answer.
@@ -289,6 +335,35 @@ mod tests {
             .collect();
         let merged = merge(answers, &route, 3).expect("one answer per item");
         assert_eq!(merged, ["A", "B", "C", "D", "E", "F"]);
+    }
+
+    #[test]
+    fn by_key_a_key_keeps_its_instance_and_a_partition_uses_them_all() {
+        let workers = 4;
+        let by_partition: std::collections::HashSet<usize> = (0..64)
+            .map(|k: u32| Route::ByPartition.worker(3, Some(&k.to_be_bytes()), workers))
+            .collect();
+        assert_eq!(by_partition.len(), 1, "by partition, keys do not matter");
+        let by_key: std::collections::HashSet<usize> = (0..64)
+            .map(|k: u32| Route::ByKey.worker(3, Some(&k.to_be_bytes()), workers))
+            .collect();
+        assert_eq!(
+            by_key.len(),
+            workers,
+            "one partition's keys spread over all"
+        );
+        for partition in 0..8 {
+            assert_eq!(
+                Route::ByKey.worker(partition, Some(b"card-7"), workers),
+                Route::ByKey.worker(0, Some(b"card-7"), workers),
+                "a key's instance depends on the key alone"
+            );
+            assert_eq!(
+                Route::ByKey.worker(partition, None, workers),
+                Route::ByPartition.worker(partition, None, workers),
+                "no key: by partition"
+            );
+        }
     }
 
     #[test]
