@@ -98,11 +98,26 @@ impl Commit<'_> {
 
     /// The error a producer failure ends the session with: the run's end outside a
     /// transaction; in one, the transaction cannot commit (the producer purges what it holds),
-    /// so it is aborted and the run goes on unless the abort fails too.
-    async fn failed(&mut self, delivery: &mut Delivery, error: SinkError) -> PipelineError {
+    /// so it is aborted and the run goes on unless the abort fails too. The records `settled`
+    /// beside the failure are not settled now; those the broker refused are remembered first,
+    /// so that they are dead-lettered when read again (a purge acknowledged in the same drain
+    /// as a refusal would otherwise hide it).
+    async fn failed(
+        &mut self,
+        delivery: &mut Delivery,
+        settled: &mut Vec<Settled>,
+        error: SinkError,
+    ) -> PipelineError {
         match self {
             Self::AtLeastOnce(_) => error.into(),
-            Self::ExactlyOnce(tx) => tx.rewinding(delivery, Cause::Sink(error)).await,
+            Self::ExactlyOnce(tx) => {
+                for s in settled.drain(..) {
+                    if let Settled::Refused(again) = s {
+                        tx.refuse(*again);
+                    }
+                }
+                tx.rewinding(delivery, Cause::Sink(error)).await
+            }
         }
     }
 
@@ -192,7 +207,7 @@ impl Drive<'_> {
             match delivery.send(commit, &mut settled) {
                 Ok(()) => {}
                 Err(PipelineError::Sink(error)) => {
-                    return Err(commit.failed(delivery, error).await);
+                    return Err(commit.failed(delivery, &mut settled, error).await);
                 }
                 Err(other) => return Err(other),
             }
@@ -221,7 +236,7 @@ impl Drive<'_> {
                 () = sleep_until(due), if may_commit => commit.start_commit(),
                 () = acks.arrived() => {
                     if let Err(error) = delivery.acknowledge(&mut settled) {
-                        return Err(commit.failed(delivery, error).await);
+                        return Err(commit.failed(delivery, &mut settled, error).await);
                     }
                 }
                 () = tokio::time::sleep(QUEUE_FULL_RETRY), if full => {}
