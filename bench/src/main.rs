@@ -453,7 +453,7 @@ fn wire(batch: usize, rounds: usize) -> anyhow::Result<(Rounds, Rounds)> {
         let started = Instant::now();
         for _ in 0..CALLS {
             let proto = streaminfer_proto::tensorflow::TensorProto::decode(bytes.as_slice())?;
-            let back = from_proto("features", &proto)?;
+            let back = from_proto("features", &proto, (batch * FEATURES) as u64)?;
             ensure!(back == tensor, "the tensor does not survive the round trip");
         }
         decode.push(started.elapsed() / CALLS as u32);

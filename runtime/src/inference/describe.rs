@@ -24,6 +24,43 @@ pub struct ModelDescription {
     pub outputs: Vec<ModelTensor>,
 }
 
+/// The largest answer a model server's client reads, in bytes: tonic's default decoding limit,
+/// set on the clients explicitly so that this bound and the wire agree.
+pub(crate) const ANSWER_BYTES: usize = 4 << 20;
+
+impl ModelDescription {
+    /// The most elements the output `name` of an answer to `rows` stacked rows may decode to:
+    /// `rows` times the other dimensions when the model declares the output `[?, d1, ...]`,
+    /// the product when it declares every dimension. In no case more than [`ANSWER_BYTES`]:
+    /// no answer could carry more elements than bytes, so an answer above it is one whose
+    /// shape claims what its values do not hold (TensorFlow lets one value stand for a whole
+    /// shape, and a 20-byte answer may declare 2^36 of them).
+    pub(crate) fn most_elements(&self, name: &str, rows: Option<usize>) -> u64 {
+        let ceiling = ANSWER_BYTES as u64;
+        let Some(dims) = self
+            .outputs
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.shape.as_deref())
+        else {
+            return ceiling;
+        };
+        let (first, rest) = match dims.split_first() {
+            None => return 1,
+            Some((&first, rest)) => (first, rest),
+        };
+        let first = match (u64::try_from(first), rows) {
+            (Ok(known), _) => Some(known),
+            (Err(_), Some(rows)) => u64::try_from(rows).ok(),
+            (Err(_), None) => None,
+        };
+        rest.iter()
+            .try_fold(first, |n, &d| Some(n?.checked_mul(u64::try_from(d).ok()?)))
+            .flatten()
+            .map_or(ceiling, |n| n.min(ceiling))
+    }
+}
+
 /// How a dtype is written in messages: as the contract's `tensor-data` case.
 pub(crate) fn dtype_name(dtype: Dtype) -> &'static str {
     match dtype {
@@ -204,6 +241,32 @@ mod tests {
             found[2].contains("\"score\"") && found[2].contains("fraud_probability"),
             "{}",
             found[2]
+        );
+    }
+
+    #[test]
+    fn an_answer_may_hold_what_was_asked() {
+        let mut model = fraud_model();
+        model.outputs.push(tensor("fixed", Dtype::F32, &[2, 3]));
+        model.outputs.push(tensor("scalar", Dtype::F32, &[]));
+        model.outputs.push(tensor("ragged", Dtype::F32, &[-1, -1]));
+        model.outputs.push(ModelTensor {
+            name: "unsaid".into(),
+            dtype: Ok(Dtype::F32),
+            shape: None,
+        });
+        let ceiling = ANSWER_BYTES as u64;
+        assert_eq!(model.most_elements("fraud_probability", Some(500)), 500);
+        assert_eq!(model.most_elements("fixed", Some(500)), 6);
+        assert_eq!(model.most_elements("scalar", Some(500)), 1);
+        // What the model leaves open is bounded by what an answer can carry.
+        assert_eq!(model.most_elements("fraud_probability", None), ceiling);
+        assert_eq!(model.most_elements("ragged", Some(500)), ceiling);
+        assert_eq!(model.most_elements("unsaid", Some(500)), ceiling);
+        assert_eq!(model.most_elements("absent", Some(500)), ceiling);
+        assert_eq!(
+            model.most_elements("fraud_probability", Some(usize::MAX)),
+            ceiling
         );
     }
 

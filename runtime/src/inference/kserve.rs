@@ -15,9 +15,10 @@ use streaminfer_proto::inference::{
 use tonic::transport::Channel;
 
 use super::InferenceError;
+use super::batch;
 use super::channels::{Channels, startup_call};
-use super::describe::{ModelDescription, ModelTensor};
-use super::tensor::{TensorError, data_len, from_le, le};
+use super::describe::{ANSWER_BYTES, ModelDescription, ModelTensor};
+use super::tensor::{TensorError, data_len, element_count, from_le, le, within};
 use crate::config::{ModelSettings, TensorEncoding};
 use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};
 
@@ -56,6 +57,7 @@ impl KServe {
 
     fn client(&self) -> GrpcInferenceServiceClient<Channel> {
         GrpcInferenceServiceClient::new(self.channels.next())
+            .max_decoding_message_size(ANSWER_BYTES)
     }
 
     /// Whether the server still serves the model, asked as at start-up.
@@ -173,10 +175,14 @@ impl KServe {
             .map_err(InferenceError::Status)?
             .into_inner();
         let mut raw_outputs = response.raw_output_contents.into_iter();
+        let rows = batch::rows(request);
         let mut outputs = response
             .outputs
             .into_iter()
-            .map(|t| decode(t, raw_outputs.next()))
+            .map(|t| {
+                let most = self.description.most_elements(&t.name, rows);
+                decode(t, raw_outputs.next(), most)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(InferenceError::Response)?;
         outputs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -310,9 +316,16 @@ fn uints(values: impl Iterator<Item = u32>) -> InferTensorContents {
     }
 }
 
-/// Reads an output from its raw bytes when the server sent them, else from typed contents.
-fn decode(tensor: InferOutputTensor, raw: Option<Vec<u8>>) -> Result<Tensor, TensorError> {
+/// Reads an output of at most `most` elements from its raw bytes when the server sent them,
+/// else from typed contents.
+fn decode(
+    tensor: InferOutputTensor,
+    raw: Option<Vec<u8>>,
+    most: u64,
+) -> Result<Tensor, TensorError> {
     let name = tensor.name;
+    let expected = element_count(&name, &tensor.shape)?;
+    within(&name, &tensor.shape, expected, most)?;
     let unsupported = || TensorError::UnsupportedDtype {
         name: name.clone(),
         dtype: tensor.datatype.clone(),
@@ -345,15 +358,12 @@ fn decode(tensor: InferOutputTensor, raw: Option<Vec<u8>>) -> Result<Tensor, Ten
         (Dtype::Bytes, Some(b)) => TensorData::Bytes(split_bytes(&b).ok_or_else(unsupported)?),
         (Dtype::Bytes, None) => TensorData::Bytes(c.bytes_contents),
     };
-    let expected = tensor.shape.iter().try_fold(1u64, |n, &d| {
-        u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
-    });
     let found = data_len(&data);
-    if expected != Some(found as u64) {
+    if expected != found as u64 {
         return Err(TensorError::ShapeMismatch {
             name,
             shape: tensor.shape,
-            expected: expected.unwrap_or(0),
+            expected,
             found,
         });
     }
@@ -409,7 +419,7 @@ mod tests {
                 let (datatype, contents, bytes) = encode(&data, raw);
                 assert_eq!(bytes.is_some(), raw);
                 let tensor = output(datatype, &[2], contents.unwrap_or_default());
-                let decoded = decode(tensor, bytes).expect("decodes");
+                let decoded = decode(tensor, bytes, 2).expect("decodes");
                 assert_eq!(decoded.data, data, "{datatype} raw={raw}");
             }
         }
@@ -426,13 +436,25 @@ mod tests {
             },
         );
         assert!(matches!(
-            decode(short, None),
+            decode(short, None, 2),
             Err(TensorError::ShapeMismatch { .. })
         ));
         let unknown = output("FP16", &[1], InferTensorContents::default());
         assert!(matches!(
-            decode(unknown, Some(vec![0, 0])),
+            decode(unknown, Some(vec![0, 0]), 1),
             Err(TensorError::UnsupportedDtype { .. })
+        ));
+        let lie = output(
+            "FP32",
+            &[1 << 36],
+            InferTensorContents {
+                fp32_contents: vec![0.5],
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            decode(lie, None, 500),
+            Err(TensorError::TooLarge { most: 500, .. })
         ));
     }
 }

@@ -22,6 +22,16 @@ pub enum TensorError {
     BadShape { name: String, shape: Vec<i64> },
     #[error("tensor {name:?}: dtype {dtype} is not supported")]
     UnsupportedDtype { name: String, dtype: String },
+    #[error(
+        "tensor {name:?}: the answer declares shape {shape:?}, {elements} elements, more than \
+         the {most} the request can be answered with"
+    )]
+    TooLarge {
+        name: String,
+        shape: Vec<i64>,
+        elements: u64,
+        most: u64,
+    },
     #[error("tensor {name:?}: {found} bytes of content do not make {expected} elements of {dtype}")]
     ContentLength {
         name: String,
@@ -31,7 +41,7 @@ pub enum TensorError {
     },
 }
 
-fn element_count(name: &str, shape: &[i64]) -> Result<u64, TensorError> {
+pub(super) fn element_count(name: &str, shape: &[i64]) -> Result<u64, TensorError> {
     shape.iter().try_fold(1u64, |n, &d| {
         u64::try_from(d)
             .ok()
@@ -118,17 +128,38 @@ pub fn to_proto(tensor: &Tensor) -> Result<TensorProto, TensorError> {
     Ok(proto)
 }
 
-/// Reads a server's `TensorProto` into a plugin tensor named `name`.
+/// Refuses a decoded tensor of `elements` above `most`, before anything is allocated for it.
+pub(super) fn within(
+    name: &str,
+    shape: &[i64],
+    elements: u64,
+    most: u64,
+) -> Result<(), TensorError> {
+    if elements > most {
+        return Err(TensorError::TooLarge {
+            name: name.to_owned(),
+            shape: shape.to_vec(),
+            elements,
+            most,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a server's `TensorProto` into a plugin tensor named `name`, of at most `most`
+/// elements (see [`super::ModelDescription::most_elements`]).
 ///
 /// # Errors
-/// [`TensorError`] for an unsupported dtype or content that does not fill the shape.
-pub fn from_proto(name: &str, proto: &TensorProto) -> Result<Tensor, TensorError> {
+/// [`TensorError`] for an unsupported dtype, content that does not fill the shape or a shape
+/// of more than `most` elements.
+pub fn from_proto(name: &str, proto: &TensorProto, most: u64) -> Result<Tensor, TensorError> {
     let shape: Vec<i64> = proto
         .tensor_shape
         .as_ref()
         .map(|s| s.dim.iter().map(|d| d.size).collect())
         .unwrap_or_default();
     let n = element_count(name, &shape)?;
+    within(name, &shape, n, most)?;
     let dtype = DataType::try_from(proto.dtype).unwrap_or(DataType::DtInvalid);
     let content = proto.tensor_content.as_slice();
     let width = match dtype {
@@ -270,7 +301,7 @@ mod tests {
         for data in cases {
             let t = tensor(&[1, 2], data);
             let proto = to_proto(&t).expect("encodes");
-            let back = from_proto("x", &proto).expect("decodes");
+            let back = from_proto("x", &proto, 2).expect("decodes");
             assert_eq!(back, t);
         }
     }
@@ -306,13 +337,36 @@ mod tests {
             float_val: vec![0.25],
             ..Default::default()
         };
-        let t = from_proto("p", &proto).expect("decodes");
+        let t = from_proto("p", &proto, 4).expect("decodes");
         assert_eq!(t.data, TensorData::F32(vec![0.25; 4]));
         let short = TensorProto {
             float_val: vec![0.25, 0.5],
             ..proto
         };
-        assert!(from_proto("p", &short).is_err());
+        assert!(from_proto("p", &short, 4).is_err());
+    }
+
+    #[test]
+    fn a_single_value_fills_no_more_than_was_asked() {
+        // 20-odd bytes on the wire that declare 2^36 floats.
+        let lie = TensorProto {
+            dtype: DataType::DtFloat as i32,
+            tensor_shape: Some(TensorShapeProto {
+                dim: vec![Dim {
+                    size: 1 << 36,
+                    name: String::new(),
+                }],
+                unknown_rank: false,
+            }),
+            float_val: vec![0.5],
+            ..Default::default()
+        };
+        let err = from_proto("p", &lie, 500).expect_err("more than asked");
+        assert!(
+            matches!(err, TensorError::TooLarge { elements, most: 500, .. } if elements == 1 << 36),
+            "{err}"
+        );
+        assert!(err.to_string().contains("68719476736 elements"), "{err}");
     }
 
     #[test]
@@ -320,7 +374,7 @@ mod tests {
         let mut proto =
             to_proto(&tensor(&[3], TensorData::F32(vec![1.0, 2.0, 3.0]))).expect("encodes");
         proto.tensor_content.pop();
-        let err = from_proto("x", &proto).expect_err("truncated");
+        let err = from_proto("x", &proto, 3).expect_err("truncated");
         assert!(matches!(err, TensorError::ContentLength { .. }), "{err}");
     }
 }

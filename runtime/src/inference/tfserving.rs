@@ -10,8 +10,9 @@ use streaminfer_proto::tensorflow::{DataType, SignatureDef, TensorInfo};
 use tonic::transport::Channel;
 
 use super::InferenceError;
+use super::batch;
 use super::channels::{Channels, startup_call};
-use super::describe::{ModelDescription, ModelTensor};
+use super::describe::{ANSWER_BYTES, ModelDescription, ModelTensor};
 use super::tensor::{TensorError, from_proto, to_proto};
 use crate::config::ModelSettings;
 use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo};
@@ -49,7 +50,7 @@ impl TfServing {
     }
 
     fn client(&self) -> PredictionServiceClient<Channel> {
-        PredictionServiceClient::new(self.channels.next())
+        PredictionServiceClient::new(self.channels.next()).max_decoding_message_size(ANSWER_BYTES)
     }
 
     fn model_spec(&self, signature: Option<&str>) -> ModelSpec {
@@ -155,10 +156,19 @@ impl TfServing {
                 None => self.settings.version.map(|v| v.to_string().into()),
             },
         };
+        // The description read at start-up is the configured signature's; another one the
+        // request names is bounded by what an answer can carry.
+        let described = match &request.signature {
+            Some(named) if Some(named) != self.settings.signature.as_ref() => {
+                &ModelDescription::default()
+            }
+            _ => &self.description,
+        };
+        let rows = batch::rows(request);
         let mut outputs = response
             .outputs
             .iter()
-            .map(|(name, proto)| from_proto(name, proto))
+            .map(|(name, proto)| from_proto(name, proto, described.most_elements(name, rows)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(InferenceError::Response)?;
         outputs.sort_by(|a, b| a.name.cmp(&b.name));
