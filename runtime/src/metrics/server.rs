@@ -3,9 +3,15 @@
 //! HTTP/1.1 only, one request per connection, a bounded number of connections, a deadline on
 //! reading each request and on each connection, so that a slow or hostile client cannot hold
 //! the runtime's resources for long.
+//!
+//! Idle sockets cannot starve the probes: every connection is accepted at once, and one that
+//! arrives when all places are taken takes the place of the connection that has waited longest
+//! without sending its request. A probe sends its request as it connects, so it is answered
+//! however many silent clients there are.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -15,14 +21,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::health::Health;
 
 /// What clients may hold of the endpoint, all together and each.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once. Past it a new connection evicts the one that has waited
+    /// longest for its request; when every one has sent its request (they are being
+    /// answered), it waits in the listen backlog.
     connections: usize,
     /// How long a client may take to send a request's headers.
     headers_within: Duration,
@@ -32,10 +40,50 @@ struct Limits {
 }
 
 const LIMITS: Limits = Limits {
-    connections: 16,
-    headers_within: Duration::from_secs(5),
+    connections: 64,
+    headers_within: Duration::from_secs(2),
     connection_at_most: Duration::from_secs(10),
 };
+
+/// The connections that have not sent their request yet, oldest first, each with the signal
+/// that evicts it.
+#[derive(Debug, Default)]
+struct Silent {
+    waiting: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+}
+
+impl Silent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Arc<Notify>)>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes connection `id` as waiting for its request; returns what evicts it.
+    fn arrived(&self, id: u64) -> Arc<Notify> {
+        let evict = Arc::new(Notify::new());
+        self.lock().push_back((id, evict.clone()));
+        evict
+    }
+
+    /// Connection `id` sent its request, or ended: it may no longer be evicted.
+    fn spoke(&self, id: u64) {
+        let mut waiting = self.lock();
+        if let Some(at) = waiting.iter().position(|(i, _)| *i == id) {
+            waiting.remove(at);
+        }
+    }
+
+    /// Evicts the connection that has waited longest; false when none waits.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().pop_front();
+        oldest.is_some_and(|(_, evict)| {
+            // A permit is kept if its task is not waiting yet: it leaves at its next poll.
+            evict.notify_one();
+            true
+        })
+    }
+}
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -65,10 +113,8 @@ async fn serve(
     limits: Limits,
 ) {
     let permits = Arc::new(Semaphore::new(limits.connections));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+    let silent = Arc::new(Silent::default());
+    for id in 0.. {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
@@ -77,9 +123,28 @@ async fn serve(
                 continue;
             }
         };
-        let (health, registry) = (health.clone(), registry.clone());
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if silent.evict_oldest() {
+                    tracing::debug!(
+                        "metrics endpoint: full; the longest silent connection gives its place"
+                    );
+                }
+                // The evicted connection gives its place back at once; with none to evict,
+                // the place of the first connection answered.
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                permit
+            }
+        };
+        let (health, registry, silent) = (health.clone(), registry.clone(), silent.clone());
+        let evict = silent.arrived(id);
         tokio::spawn(async move {
+            let spoken = silent.clone();
             let service = hyper::service::service_fn(move |request| {
+                spoken.spoke(id);
                 let answer = answer(&request, &health, &registry);
                 async move { Ok::<_, Infallible>(answer) }
             });
@@ -89,13 +154,17 @@ async fn serve(
                 .header_read_timeout(limits.headers_within)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(limits.connection_at_most, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "metrics endpoint: connection ended with an error");
-                }
-                Err(_) => tracing::debug!("metrics endpoint: connection cut at its time limit"),
+            tokio::select! {
+                ended = tokio::time::timeout(limits.connection_at_most, connection) => match ended {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "metrics endpoint: connection ended with an error");
+                    }
+                    Err(_) => tracing::debug!("metrics endpoint: connection cut at its time limit"),
+                },
+                () = evict.notified() => {}
             }
+            silent.spoke(id);
             drop(permit);
         });
     }
@@ -206,10 +275,11 @@ mod tests {
         assert!(get(address, "/x").await.starts_with("HTTP/1.1 404"));
     }
 
-    /// Clients that connect and never send a request hold every connection the endpoint
-    /// serves; they are cut once their headers are late, and the next client is answered.
+    /// Clients that connect and never send a request take every place; the next client takes
+    /// the place of the one silent longest, which is closed, and is answered at once. The
+    /// others are cut at the header deadline.
     #[tokio::test]
-    async fn silent_clients_give_their_places_back() {
+    async fn a_new_client_takes_the_place_of_the_longest_silent() {
         let address = endpoint(SHORT).await;
         let mut silent = Vec::new();
         for _ in 0..SHORT.connections {
@@ -218,21 +288,45 @@ mod tests {
         let started = Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(5), get(address, "/healthz"))
             .await
-            .expect("a waiting client is answered once the silent ones are cut");
+            .expect("a new client is answered");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(
-            started.elapsed() >= SHORT.headers_within.mul_f32(0.9),
-            "answered after {:?}, before any silent client was cut",
+            started.elapsed() < SHORT.headers_within.mul_f32(0.5),
+            "answered after {:?}, as if it waited for a silent client's deadline",
             started.elapsed()
         );
-        for mut stream in silent {
-            let mut rest = Vec::new();
+        let mut rest = Vec::new();
+        let oldest = tokio::time::timeout(
+            SHORT.headers_within.mul_f32(0.5),
+            silent[0].read_to_end(&mut rest),
+        )
+        .await;
+        assert!(oldest.is_ok(), "the longest silent client was not closed");
+        for mut stream in silent.into_iter().skip(1) {
             // Closed, with or without a reset: either ends the read; a timeout fails the test.
             let _closed =
                 tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
                     .await
                     .expect("the server closes a silent connection");
         }
+    }
+
+    /// With the limits the runtime serves with: more idle sockets than it has places (any pod
+    /// of a cluster reaches `0.0.0.0:9898`) cannot make a probe miss its 2 s timeout.
+    #[tokio::test]
+    async fn probes_are_answered_while_idle_sockets_take_every_place() {
+        let address = endpoint(LIMITS).await;
+        let mut silent = Vec::new();
+        for _ in 0..LIMITS.connections + 16 {
+            silent.push(TcpStream::connect(address).await.expect("connect"));
+        }
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(2), get(address, "/healthz"))
+                .await
+                .expect("a probe is answered within its 2 s timeout");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        drop(silent);
     }
 
     /// A client that trickles its headers a byte at a time is cut at the header deadline.
