@@ -79,7 +79,11 @@ pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 ///   pipeline starved between fetches (B2 41k records/s instead of 65k).
 /// - `statistics.interval.ms` 5000 (librdkafka: off): the per-partition committed offset and
 ///   lag that `/metrics` reports come from these statistics.
+/// - `auto.offset.reset` `earliest` (librdkafka: `latest`): where a partition with no committed
+///   offset, or one the broker no longer holds, starts. With `latest` the records still on the
+///   broker past a lost or expired commit would be skipped, never processed nor dead-lettered.
 pub const CONSUMER: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
     ("fetch.wait.max.ms", "50"),
     ("statistics.interval.ms", "5000"),
     ("queued.max.messages.kbytes", "16384"),

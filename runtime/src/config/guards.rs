@@ -1,8 +1,12 @@
 //! The librdkafka properties a configuration may not set, or only to values that keep the
 //! delivery guarantee.
 
+/// Why auto-commit must stay on (and periodic) in at-least-once mode.
+const COMMITS_AT_SHUTDOWN: &str = "stored offsets would be committed only at shutdown, so a \
+                                   crash would read everything since the start again";
+
 /// librdkafka properties the runtime sets itself (no value allowed), or whose other values would
-/// silently weaken the delivery guarantee (only the values listed are allowed).
+/// silently weaken the delivery guarantee.
 pub(super) const CONSUMER_GUARDS: &[Guard] = &[
     Guard::owned("bootstrap.servers"),
     Guard::owned("group.id"),
@@ -10,9 +14,14 @@ pub(super) const CONSUMER_GUARDS: &[Guard] = &[
     Guard::owned("enable.partition.eof"),
     Guard {
         key: "enable.auto.commit",
-        allowed: &["true"],
-        why: "stored offsets would be committed only at shutdown, so a crash would read \
-              everything since the start again",
+        rule: Rule::OneOf(&["true"]),
+        why: COMMITS_AT_SHUTDOWN,
+    },
+    // librdkafka reads 0 as "auto-commit off".
+    Guard {
+        key: "auto.commit.interval.ms",
+        rule: Rule::AboveZero,
+        why: COMMITS_AT_SHUTDOWN,
     },
 ];
 /// In exactly-once mode offsets are committed by the transactions alone, and input records of
@@ -25,7 +34,7 @@ pub(super) const CONSUMER_GUARDS_EXACTLY_ONCE: &[Guard] = &[
     Guard::owned("enable.auto.commit"),
     Guard {
         key: "isolation.level",
-        allowed: &["read_committed"],
+        rule: Rule::OneOf(&["read_committed"]),
         why: "records of aborted upstream transactions would be read, and their outputs \
               committed",
     },
@@ -33,7 +42,7 @@ pub(super) const CONSUMER_GUARDS_EXACTLY_ONCE: &[Guard] = &[
 /// `acks` and its librdkafka alias `request.required.acks` are one setting.
 pub(super) const ACKS: Guard = Guard {
     key: "acks",
-    allowed: &["all", "-1"],
+    rule: Rule::OneOf(&["all", "-1"]),
     why: "an output acknowledged by the leader alone (or not at all) can be lost while its \
           input's offset is committed",
 };
@@ -46,7 +55,7 @@ pub(super) const PRODUCER_GUARDS: &[Guard] = &[
     },
     Guard {
         key: "enable.idempotence",
-        allowed: &["true"],
+        rule: Rule::OneOf(&["true"]),
         why: "the producer's retries could then duplicate or reorder outputs",
     },
     Guard::owned("transactional.id"),
@@ -56,18 +65,46 @@ pub(super) const PRODUCER_GUARDS: &[Guard] = &[
 #[derive(Debug)]
 pub(crate) struct Guard {
     pub(crate) key: &'static str,
-    /// The values a user may set, compared without case; none: the runtime owns the property.
-    pub(crate) allowed: &'static [&'static str],
+    pub(crate) rule: Rule,
     /// Why other values are refused.
     pub(crate) why: &'static str,
+}
+
+/// Which values of a guarded property a configuration may set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rule {
+    /// None: the runtime sets the property itself.
+    Owned,
+    /// These, compared without case.
+    OneOf(&'static [&'static str]),
+    /// A whole number above zero.
+    AboveZero,
 }
 
 impl Guard {
     const fn owned(key: &'static str) -> Self {
         Self {
             key,
-            allowed: &[],
+            rule: Rule::Owned,
             why: "",
+        }
+    }
+
+    /// Whether `value` keeps the guarantee; `None` when no value may be set at all.
+    pub(crate) fn allows(&self, value: &str) -> Option<bool> {
+        match self.rule {
+            Rule::Owned => None,
+            Rule::OneOf(values) => Some(values.iter().any(|a| a.eq_ignore_ascii_case(value))),
+            Rule::AboveZero => Some(value.trim().parse::<u64>().is_ok_and(|n| n > 0)),
+        }
+    }
+
+    /// The values allowed, as a message says them.
+    pub(crate) fn allowed(&self) -> String {
+        match self.rule {
+            Rule::Owned => "none".to_owned(),
+            Rule::OneOf(values) => values.join(", "),
+            Rule::AboveZero => "a whole number above 0".to_owned(),
         }
     }
 }

@@ -1008,11 +1008,12 @@ mod tests {
     fn settings_that_weaken_the_guarantee_are_refused_with_the_reason() {
         let text = format!(
             "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = false\n\
+             \"auto.commit.interval.ms\" = 0\n\
              [kafka.producer]\nacks = \"1\"\n\"enable.idempotence\" = false\n\
              \"request.required.acks\" = 0\n"
         );
         let found = problems(parse(&text, &[]).expect_err("invalid"));
-        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
         let about = |key: &str| {
             found
                 .iter()
@@ -1022,6 +1023,12 @@ mod tests {
         };
         assert!(
             about("kafka.consumer.\"enable.auto.commit\"").contains("committed only at shutdown")
+        );
+        // librdkafka takes an interval of 0 for auto-commit off.
+        let interval = about("kafka.consumer.\"auto.commit.interval.ms\"");
+        assert!(
+            interval.contains("committed only at shutdown") && interval.contains("above 0"),
+            "{interval}"
         );
         let acks = about("kafka.producer.acks");
         assert!(
@@ -1034,6 +1041,7 @@ mod tests {
         // The values that keep the guarantee are fine, in any case.
         let text = format!(
             "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = true\n\
+             \"auto.commit.interval.ms\" = \"1000\"\n\
              [kafka.producer]\nacks = \"ALL\"\n\"enable.idempotence\" = true\n"
         );
         assert!(parse(&text, &[]).is_ok());

@@ -257,7 +257,7 @@ impl<'p> Section<'p> {
         let mut out = Vec::with_capacity(table.len());
         for (key, value) in table {
             let guard = guards.iter().find(|g| g.key == key);
-            if guard.is_some_and(|g| g.allowed.is_empty()) {
+            if guard.is_some_and(|g| g.allows("").is_none()) {
                 self.problem(&key, "is set by the runtime and cannot be set here");
                 continue;
             }
@@ -284,16 +284,10 @@ impl<'p> Section<'p> {
                     continue;
                 }
             };
-            if let Some(g) =
-                guard.filter(|g| !g.allowed.iter().any(|a| a.eq_ignore_ascii_case(&text)))
-            {
+            if let Some(g) = guard.filter(|g| g.allows(&text) == Some(false)) {
                 self.problem(
                     &key,
-                    format!(
-                        "= {text:?} is refused: {}; allowed: {}",
-                        g.why,
-                        g.allowed.join(", ")
-                    ),
+                    format!("= {text:?} is refused: {}; allowed: {}", g.why, g.allowed()),
                 );
                 continue;
             }
