@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::process::{Batch, Stages, Taken, process_batch};
@@ -22,7 +22,7 @@ use crate::config::PipelineSettings;
 use crate::contract::InputRecord;
 use crate::offsets::OffsetTracker;
 use crate::sink::SinkError;
-use crate::source::Source;
+use crate::source::{Source, SourceError};
 
 /// How long to wait before sending again when librdkafka's queue was full and no
 /// acknowledgement has made room meanwhile.
@@ -178,6 +178,8 @@ pub(super) struct Drive<'a> {
     pub(super) stages: &'a Arc<Stages>,
     pub(super) settings: &'a PipelineSettings,
     pub(super) batches: mpsc::Receiver<Batch>,
+    /// The consumer's fatal error, from the reader; `None` once the reader left without one.
+    pub(super) consumer_failed: Option<oneshot::Receiver<SourceError>>,
     pub(super) permits: &'a Semaphore,
     pub(super) stop: &'a watch::Sender<bool>,
 }
@@ -232,6 +234,11 @@ impl Drive<'_> {
                 () = sleep_until(*drain_deadline) => {
                     return Err(PipelineError::ShutdownTimeout(self.settings.shutdown_timeout));
                 }
+                // Before the batches: the reader reports the failure before it closes them,
+                // so a run never mistakes a dead consumer for the end of its input.
+                error = reported(&mut self.consumer_failed) => {
+                    return Err(PipelineError::Source(Box::new(error)));
+                }
                 ended = commit.commit_ended(delivery) => ended?,
                 () = sleep_until(due), if may_commit => commit.start_commit(),
                 () = acks.arrived() => {
@@ -263,6 +270,17 @@ impl Drive<'_> {
             }
         }
     }
+}
+
+/// The error the reader reported on `failed`; pending for ever once it left without one.
+async fn reported(failed: &mut Option<oneshot::Receiver<SourceError>>) -> SourceError {
+    if let Some(receiver) = failed.as_mut() {
+        if let Ok(error) = receiver.await {
+            return error;
+        }
+        *failed = None;
+    }
+    std::future::pending().await
 }
 
 /// Notes that every record of `position`'s partition up to `last` may be stored, keeping one

@@ -40,7 +40,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::PipelineSettings;
@@ -48,7 +48,7 @@ use crate::inference::Inference;
 use crate::metrics::Summary;
 use crate::plugin::{PluginError, PluginPool};
 use crate::sink::{Sink, SinkError, TransactionError};
-use crate::source::Source;
+use crate::source::{Source, SourceError};
 use drive::{Commit, Drive};
 pub(crate) use process::{Outcome, Stages, process};
 use produce::Delivery;
@@ -78,10 +78,16 @@ pub enum PipelineError {
     /// [`Pipeline::run`], never returned by it.
     #[error("transaction aborted: {0}")]
     Rewind(String),
+    #[error(
+        "shutdown ended with the last transaction aborted ({0}); its records will be read again"
+    )]
+    AbortedInDrain(String),
     #[error("{aborts} transactions aborted in a row, the last because: {why}")]
     Aborting { aborts: u32, why: String },
     #[error("cannot move the input back after an abort: {0}")]
     Seek(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Source(Box<SourceError>),
 }
 
 /// The assembled pipeline, ready to run.
@@ -170,13 +176,14 @@ impl Pipeline {
                 .await;
             match (result, transactions.as_mut()) {
                 (Err(PipelineError::Rewind(why)), Some(tx)) => {
-                    if let Err(e) = tx.rewind(why).await {
+                    let draining = deadline.is_some();
+                    if let Err(e) = tx.rewind(why.clone()).await {
                         break Err(e);
                     }
                     // Draining: what the aborted transaction held is read again at the next
-                    // start.
-                    if deadline.is_some() {
-                        break Ok(());
+                    // start; the drain did not finish, as one past its deadline.
+                    if draining {
+                        break Err(PipelineError::AbortedInDrain(why));
                     }
                 }
                 (other, _) => break other,
@@ -234,6 +241,7 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let (stop, stopped) = watch::channel(false);
         let (batches_tx, batches) = mpsc::channel(2);
+        let (failed_tx, consumer_failed) = oneshot::channel();
         let permits = Arc::new(Semaphore::new(self.settings.max_pending));
         let reader = tokio::spawn(reader::read(
             self.source.clone(),
@@ -242,12 +250,14 @@ impl Pipeline {
             self.stages.counters.clone(),
             self.settings.clone(),
             stopped,
+            failed_tx,
         ));
         let drive = Drive {
             source: &self.source,
             stages: &self.stages,
             settings: &self.settings,
             batches,
+            consumer_failed: Some(consumer_failed),
             permits: &permits,
             stop: &stop,
         };

@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::process::Batch;
 use super::sleep_until;
 use crate::config::PipelineSettings;
 use crate::metrics::Counters;
-use crate::source::{Consumed, Source};
+use crate::source::{Consumed, Source, SourceError};
 
 /// How long the reader may be unable to hand on records before it pauses the partitions.
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
@@ -238,6 +238,7 @@ impl Batcher {
 }
 
 /// Reads records into batches until told to stop; sends the partial batch before leaving.
+/// A consumer that fails for good is reported on `failed`, and the reader leaves at once.
 ///
 /// When no permit is free, or the next stage takes no batch, for longer than [`PAUSE_AFTER`],
 /// the assigned partitions are paused and the consumer keeps polling: a consumer that stops
@@ -250,6 +251,7 @@ pub(super) async fn read(
     counters: Arc<Counters>,
     settings: PipelineSettings,
     mut stopped: watch::Receiver<bool>,
+    failed: oneshot::Sender<SourceError>,
 ) {
     let mut admission = Admission::default();
     let busy = Arc::new(Busy::default());
@@ -268,8 +270,13 @@ pub(super) async fn read(
         // one clock reading and one count for the run.
         let mut drained = 0;
         while admission.can_take(!batcher.blocked()) {
-            let Some(consumed) = source.next().now_or_never() else {
-                break;
+            let consumed = match source.next().now_or_never() {
+                None => break,
+                Some(Ok(consumed)) => consumed,
+                Some(Err(error)) => {
+                    let _ = failed.send(error);
+                    return;
+                }
             };
             admission.take();
             batcher.push(consumed, now);
@@ -304,6 +311,13 @@ pub(super) async fn read(
                 admission.paused();
             }
             consumed = source.next(), if can_take || admission.is_paused() => {
+                let consumed = match consumed {
+                    Ok(consumed) => consumed,
+                    Err(error) => {
+                        let _ = failed.send(error);
+                        return;
+                    }
+                };
                 if admission.take() {
                     source.pause();
                 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Timestamp};
 
@@ -48,6 +48,13 @@ pub enum SourceError {
     },
     #[error("cannot commit offsets: {0}")]
     Commit(#[source] KafkaError),
+    /// librdkafka gave the consumer up (a static member fenced by another with its
+    /// `group.instance.id`, say): it owns no partition and never will again.
+    #[error("the Kafka consumer failed for good ({code}): {reason}")]
+    Fatal {
+        code: RDKafkaErrorCode,
+        reason: String,
+    },
 }
 
 /// A record as consumed, with what the pipeline needs besides the plugin's view of it.
@@ -134,7 +141,11 @@ impl Source {
 
     /// Waits for the next record. Transient consumer errors are logged and skipped: librdkafka
     /// reconnects by itself.
-    pub async fn next(&self) -> Consumed {
+    ///
+    /// # Errors
+    /// [`SourceError::Fatal`] once librdkafka has raised a fatal error: the consumer is
+    /// unusable, and a run that went on would idle for ever owning nothing.
+    pub async fn next(&self) -> Result<Consumed, SourceError> {
         loop {
             match self.consumer.recv().await {
                 Ok(message) => {
@@ -145,11 +156,23 @@ impl Source {
                         message.partition(),
                         message.offset(),
                     );
-                    return to_record(&message, &self.shared_topic, generation);
+                    return Ok(to_record(&message, &self.shared_topic, generation));
                 }
-                Err(error) => tracing::warn!(topic = %self.topic, %error, "consumer error"),
+                Err(error) => {
+                    // librdkafka hands the consumer a fatal error as an ordinary one with the
+                    // code `_FATAL`; the client keeps the original code and reason.
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        return Err(SourceError::Fatal { code, reason });
+                    }
+                    tracing::warn!(topic = %self.topic, %error, "consumer error");
+                }
             }
         }
+    }
+
+    /// Whether this member owns `partition` of `topic` now, under any assignment.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.ownership.owns(topic, partition)
     }
 
     /// Marks every record of the partition up to and including `offset` as finished, for the

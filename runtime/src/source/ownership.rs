@@ -163,6 +163,14 @@ impl Ownership {
             .and_then(|o| o.rewind_to)
     }
 
+    /// Whether `partition` is owned now, under any assignment.
+    pub(super) fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.lock()
+            .owned
+            .get(topic)
+            .is_some_and(|ps| ps.contains_key(&partition))
+    }
+
     /// How many partitions are owned now.
     pub(super) fn owned_count(&self) -> usize {
         self.lock().owned.values().map(HashMap::len).sum()

@@ -59,6 +59,15 @@ impl Ledger {
         self.refusals.insert((topic, partition, offset), why);
     }
 
+    /// Forgets the refusals in partitions this member no longer `owns`: it will not read
+    /// those records again, and their next owner learns of a refusal by its own abort.
+    pub(super) fn keep_refusals_of(&mut self, owns: impl Fn(&str, i32) -> bool) {
+        if !self.refusals.is_empty() {
+            self.refusals
+                .retain(|(topic, partition, _), _| owns(topic, *partition));
+        }
+    }
+
     /// How a record read again must be dead-lettered, if the broker refused it before.
     pub(super) fn refused(
         &self,
@@ -255,5 +264,21 @@ mod tests {
         assert!(t.refused(&topic(), 0, 9).is_some(), "not reached yet");
         assert!(t.refused(&topic(), 1, 5).is_some(), "another partition");
         assert!(t.refused(&topic(), 1, 5).is_some(), "kept when read again");
+    }
+
+    #[test]
+    fn refusals_in_partitions_that_moved_away_are_forgotten() {
+        let mut t = Ledger::new(Duration::from_millis(100));
+        let why = || {
+            (
+                Failure::new(crate::failure::Reason::OutputRefused, "too large"),
+                Form::Full,
+            )
+        };
+        t.refuse(topic(), 0, 5, why());
+        t.refuse(topic(), 1, 5, why());
+        t.keep_refusals_of(|topic, partition| topic == "in" && partition == 0);
+        assert!(t.refused(&topic(), 0, 5).is_some(), "still owned");
+        assert!(t.refused(&topic(), 1, 5).is_none(), "moved away");
     }
 }

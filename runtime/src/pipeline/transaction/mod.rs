@@ -193,6 +193,9 @@ impl Transactions {
                 .committed_in_transaction(&c.topic, c.partition, c.generation, c.next);
         }
         self.ledger.committed(covered);
+        let source = &self.source;
+        self.ledger
+            .keep_refusals_of(|topic, partition| source.owns(topic, partition));
     }
 
     /// The error that ends a session whose transaction cannot commit because of `cause`: the
@@ -297,6 +300,9 @@ impl Transactions {
             cause: e.to_string(),
         })??;
         tracing::info!(partitions = rewound, "partitions rewound");
+        let source = &self.source;
+        self.ledger
+            .keep_refusals_of(|topic, partition| source.owns(topic, partition));
         Ok(())
     }
 
