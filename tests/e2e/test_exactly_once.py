@@ -15,7 +15,7 @@ import signal
 import time
 from datetime import datetime, timezone
 
-from streamtools import kafka, services
+from streamtools import kafka, second_client, services
 
 from flow import OUTPUT_TIMEOUT, STOP_TIMEOUT, embedded, read_while_running, some, wait_for
 from test_faults import fill, ids_of, report, run_to_the_end, tally
@@ -74,6 +74,10 @@ def test_stopped_and_restarted_every_record_is_scored_or_dead_lettered_once(brok
     assert letter_keys == sorted(f"bad-{i}" for i in range(len(NOT_JSON))), letter_keys
     assert all(f["transactions"] > 0 for f in figures), figures
     assert kafka.committed_offsets(broker.bootstrap, topics.group, topics.input) == end
+    # What `read_committed` readers get, read again by a client that shares no code with
+    # librdkafka: the same records, byte for byte.
+    assert second_client.assert_clients_agree(broker.bootstrap, topics.output, committed_only=True) == len(outputs)
+    assert second_client.assert_clients_agree(broker.bootstrap, topics.dead_letter, committed_only=True) == len(letters)
 
 
 def test_a_zombie_is_fenced_by_its_replacement_with_the_same_transactional_id(broker, topics, overrides, start_runtime):

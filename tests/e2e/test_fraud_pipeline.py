@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from streamtools import fraud, kafka, paths, services
+from streamtools import fraud, kafka, paths, second_client, services
 
 from flow import OUTPUT_TIMEOUT, START_FAILURE_TIMEOUT, STOP_TIMEOUT, TOLERANCE, embedded, read_while_running, some
 
@@ -149,6 +149,12 @@ def test_fraud_end_to_end(backend, broker, model_server, mlserver, topics, overr
 
     # Offsets: the group committed everything it consumed, per partition.
     assert kafka.committed_offsets(broker.bootstrap, topics.group, topics.input) == produced.end_offsets()
+
+    # A second client with its own protocol code reads the same records, byte for byte (once:
+    # the framing is the runtime's whatever the backend).
+    if backend == "onnx":
+        assert second_client.assert_clients_agree(broker.bootstrap, topics.output) == COUNT
+        assert second_client.assert_clients_agree(broker.bootstrap, topics.dead_letter) == 1
 
 
 def test_refuses_to_start_without_model_server(broker, topics, overrides, start_runtime):
