@@ -5,9 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use streaminfer::RunError;
 use streaminfer::config::{self, Mode};
@@ -19,32 +16,6 @@ mod common;
 const INPUT: &str = "in";
 const OUTPUT: &str = "out";
 const DEAD_LETTERS: &str = "dead";
-
-/// A mock cluster with the three topics and `records` records in the input.
-async fn cluster(records: u64) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for (topic, partitions) in [(INPUT, 2), (OUTPUT, 2), (DEAD_LETTERS, 1)] {
-        cluster
-            .create_topic(topic, partitions, 1)
-            .expect("topic created");
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .expect("producer");
-    for id in 0..records {
-        let key = id.to_string();
-        let value = common::transaction(id, 406.0, |i| f64::from(i) / 100.0, 149.62);
-        producer
-            .send(
-                FutureRecord::to(INPUT).key(&key).payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("input produced");
-    }
-    cluster
-}
 
 /// An at-least-once run on the mock cluster; `consumer` goes in `[kafka.consumer]`.
 fn settings(brokers: &str, consumer: &str) -> config::Settings {
@@ -85,7 +56,8 @@ fn settings(brokers: &str, consumer: &str) -> config::Settings {
 /// The run must stop with the reason, not idle for ever owning nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_static_member_stops_the_run_with_the_reason() {
-    let cluster = cluster(200).await;
+    let cluster =
+        common::mock_cluster(&[(INPUT, 2), (OUTPUT, 2), (DEAD_LETTERS, 1)], INPUT, 200).await;
     let brokers = cluster.bootstrap_servers();
     cluster.request_errors(
         RDKafkaApiKey::Heartbeat,

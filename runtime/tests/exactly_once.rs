@@ -21,6 +21,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use streaminfer::config::{self, Mode};
 use streaminfer::metrics::Summary;
+use streaminfer::pipeline::PipelineError;
+use streaminfer::sink::TransactionError;
 use tokio::sync::oneshot;
 
 const INPUT: &str = "transactions";
@@ -32,37 +34,14 @@ mod common;
 
 use common::fraud_plugin;
 
-fn transaction(id: u64) -> String {
-    common::transaction(id, 406.0, |i| f64::from(i) / 100.0, 149.62)
-}
-
 /// A mock cluster with the three topics, `RECORDS` transactions in the input.
 async fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for (topic, partitions) in [(INPUT, 2), (OUTPUT, 2), (DEAD_LETTERS, 1)] {
-        cluster
-            .create_topic(topic, partitions, 1)
-            .expect("topic created");
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .expect("producer");
-    for id in 0..RECORDS {
-        let key = id.to_string();
-        let value = transaction(id);
-        producer
-            .send(
-                FutureRecord::to(INPUT)
-                    .key(&key)
-                    .payload(&value)
-                    .partition((id % 2) as i32),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("input produced");
-    }
-    cluster
+    common::mock_cluster(
+        &[(INPUT, 2), (OUTPUT, 2), (DEAD_LETTERS, 1)],
+        INPUT,
+        RECORDS,
+    )
+    .await
 }
 
 fn settings(brokers: &str) -> config::Settings {
@@ -330,6 +309,40 @@ async fn a_fenced_producer_stops_the_run_with_the_reason() {
         .expect_err("a fenced producer cannot go on")
         .to_string();
     assert!(error.contains("fenced"), "{error}");
+}
+
+/// A commit whose outcome never comes back (the coordinator answers "still loading" until the
+/// commit's time is up) leaves librdkafka committing, where an abort is refused: the run stops
+/// with the reason that the transaction is undecided, rather than try an abort that fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_does_not_finish_stops_the_run_undecided() {
+    let cluster = cluster().await;
+    let brokers = cluster.bootstrap_servers();
+    cluster.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 1000],
+    );
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let run = streaminfer::run(settings(&brokers), async move {
+        let _ = stopped.await;
+    });
+    let result = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run stops by itself");
+    let error = result.expect_err("an undecided commit stops the run");
+    assert!(
+        matches!(
+            error,
+            streaminfer::RunError::Pipeline(PipelineError::Transaction(
+                TransactionError::Undecided(_)
+            ))
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("may still go through"),
+        "{error}"
+    );
 }
 
 /// Defect 1 of the third delivery review: a record whose first output is enqueued and whose

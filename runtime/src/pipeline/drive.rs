@@ -16,7 +16,7 @@ use super::process::{Batch, Stages, Taken, process_batch};
 use super::produce::{Delivery, Gate, Position, Settled};
 use super::progress::{Progress, REPORT_EVERY};
 use super::sequence::{Marks, Sequencer};
-use super::transaction::{Cause, Transactions};
+use super::transaction::{Cause, Ended, Transactions};
 use super::{PipelineError, sleep_until};
 use crate::config::PipelineSettings;
 use crate::contract::InputRecord;
@@ -74,11 +74,23 @@ impl Commit<'_> {
         }
     }
 
-    /// Resolves when a running commit ends; never if none runs.
-    async fn commit_ended(&mut self, delivery: &mut Delivery) -> Result<(), PipelineError> {
+    /// Resolves when a running commit ends; never if none runs. Safe to cancel.
+    async fn commit_ended(&mut self) -> Ended {
         match self {
             Self::AtLeastOnce(_) => std::future::pending().await,
-            Self::ExactlyOnce(tx) => tx.commit_ended(delivery).await,
+            Self::ExactlyOnce(tx) => tx.commit_ended().await,
+        }
+    }
+
+    /// Acts on a commit that ended (see [`Transactions::commit_handled`]).
+    async fn commit_handled(
+        &mut self,
+        ended: Ended,
+        delivery: &mut Delivery,
+    ) -> Result<(), PipelineError> {
+        match self {
+            Self::AtLeastOnce(_) => Ok(()),
+            Self::ExactlyOnce(tx) => tx.commit_handled(ended, delivery).await,
         }
     }
 
@@ -239,7 +251,11 @@ impl Drive<'_> {
                 error = reported(&mut self.consumer_failed) => {
                     return Err(PipelineError::Source(Box::new(error)));
                 }
-                ended = commit.commit_ended(delivery) => ended?,
+                // The outcome is handled in the arm, not in the branch's future: an abort
+                // waits for acknowledgements, and a branch that loses the race is dropped,
+                // which would forget a failed commit and begin the next transaction on a
+                // producer that must abort first.
+                ended = commit.commit_ended() => commit.commit_handled(ended, delivery).await?,
                 () = sleep_until(due), if may_commit => commit.start_commit(),
                 () = acks.arrived() => {
                     if let Err(error) = delivery.acknowledge(&mut settled) {

@@ -194,17 +194,19 @@ impl Pipeline {
         let flushed = match &mut transactions {
             Some(tx) if result.is_err() => {
                 // Whatever the open transaction holds is never shown; a restart reads it
-                // again. A fenced producer's transaction is aborted by the one that fenced it.
-                let fenced = matches!(
+                // again. A fenced producer's transaction is aborted by the one that fenced it;
+                // an undecided commit is the broker's to finish, and refuses an abort.
+                let cannot_abort = matches!(
                     result,
                     Err(PipelineError::Fenced(_)
                         | PipelineError::Transaction(
                             TransactionError::Fatal(_)
                                 | TransactionError::Fenced(_)
                                 | TransactionError::AbortFailed(_)
+                                | TransactionError::Undecided(_)
                         ))
                 );
-                if !fenced {
+                if !cannot_abort {
                     let wait = until
                         .saturating_duration_since(Instant::now())
                         .max(COMMIT_AT_LEAST);

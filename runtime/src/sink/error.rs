@@ -56,6 +56,14 @@ pub enum TransactionError {
     /// Another producer with the same transactional id took over.
     #[error("another instance took over this one's transactional id (fenced): {0}")]
     Fenced(#[source] KafkaError),
+    /// The commit was sent but its outcome did not come back within the time given: the
+    /// broker may still commit the transaction, or abort it when it times out. The producer can
+    /// neither abort it nor begin another, so the run stops; outputs and input offsets commit or
+    /// abort together, and the next start reads on from whichever it was.
+    #[error(
+        "the transaction's commit did not finish within {0:?}: it may still go through, or the broker aborts it; outputs and input offsets go together either way, and the next start reads on from there"
+    )]
+    Undecided(Duration),
     /// The abort itself failed: the brokers are gone, or (a broker that closes the connection
     /// rather than say so) another instance fenced this one.
     #[error(
@@ -74,6 +82,12 @@ impl TransactionError {
             _ => Self::Abortable(error),
         }
     }
+}
+
+/// Whether `error` is one librdkafka says a retry may mend (a call that timed out, a
+/// coordinator moving): for a commit, one whose outcome is not known yet.
+pub(super) fn is_retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(e) if e.is_retriable())
 }
 
 /// Whether `error` says another producer with the same transactional id took over. (An
@@ -96,8 +110,8 @@ pub(super) fn retrying(
         let left = until.saturating_duration_since(std::time::Instant::now());
         match step(left) {
             Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && !left.is_zero() => {
-                tracing::debug!(error = %e, "transaction step failed; retrying");
+            Err(error) if is_retriable(&error) && !left.is_zero() => {
+                tracing::debug!(%error, "transaction step failed; retrying");
                 std::thread::sleep(TRANSACTION_RETRY_BACKOFF.min(left));
             }
             Err(error) => return Err(TransactionError::of(error)),

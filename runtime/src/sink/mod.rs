@@ -184,8 +184,9 @@ impl Sink {
     ///
     /// # Errors
     /// [`TransactionError::Abortable`] when the transaction must be aborted (a record in it
-    /// failed, the group rebalanced, the time ran out), [`TransactionError::Fatal`] when the
-    /// producer was fenced.
+    /// failed, the group rebalanced, the offsets were not taken in time),
+    /// [`TransactionError::Undecided`] when the commit itself did not finish within `timeout`,
+    /// [`TransactionError::Fatal`] when the producer was fenced.
     pub fn commit(
         &self,
         offsets: &TopicPartitionList,
@@ -199,7 +200,14 @@ impl Sink {
                     .send_offsets_to_transaction(offsets, group, left)
             })?;
         }
-        retrying(until, |left| self.producer.commit_transaction(left))
+        // A commit still retriable when the time is up is undecided, not abortable: librdkafka
+        // holds it in its committing state, where an abort is refused.
+        retrying(until, |left| self.producer.commit_transaction(left)).map_err(|e| match e {
+            TransactionError::Abortable(source) if error::is_retriable(&source) => {
+                TransactionError::Undecided(timeout)
+            }
+            other => other,
+        })
     }
 
     /// Aborts the open transaction: its records are never shown to `read_committed` readers.

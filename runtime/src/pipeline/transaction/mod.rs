@@ -31,8 +31,9 @@ use ledger::{Covered, Ledger};
 /// How long the acknowledgements of a transaction that cannot commit are awaited before it is
 /// aborted.
 const HARVEST_AT_MOST: Duration = Duration::from_secs(5);
-/// How long a transaction's commit may take before it is aborted: less than the
-/// `transaction.timeout.ms` the runtime sets, after which the broker aborts it anyway.
+/// How long a transaction's commit may take: less than the `transaction.timeout.ms` the
+/// runtime sets, after which the broker aborts it anyway. Offsets not taken by then abort the
+/// transaction; a commit request whose outcome is still unknown stops the run (undecided).
 const TRANSACTION_AT_MOST: Duration = Duration::from_secs(8);
 /// Aborts in a row, with no commit between, after which the run stops: something refuses every
 /// transaction.
@@ -50,6 +51,10 @@ enum Committed {
     Stale,
     Failed(TransactionError),
 }
+
+/// A commit's outcome, taken from its thread and not yet acted on.
+#[derive(Debug)]
+pub(super) struct Ended(Result<Committed, tokio::task::JoinError>);
 
 /// Why a transaction cannot commit: something to tell the log, or the producer's own error.
 #[derive(Debug)]
@@ -157,17 +162,25 @@ impl Transactions {
         }));
     }
 
-    /// Resolves when the commit running ends; never if none runs. A commit that did not go
-    /// through ends the session: [`PipelineError::Rewind`] when an abort mends it.
-    pub(super) async fn commit_ended(
-        &mut self,
-        delivery: &mut Delivery,
-    ) -> Result<(), PipelineError> {
+    /// Resolves when the commit running ends; never if none runs. Safe to cancel (a `select!`
+    /// branch): the commit's outcome is taken only once it is in, and handed out at once, so
+    /// that [`Transactions::commit_handled`] acts on it outside the race.
+    pub(super) async fn commit_ended(&mut self) -> Ended {
         let Some(committing) = self.committing.as_mut() else {
             return std::future::pending().await;
         };
         let committed = committing.await;
         self.committing = None;
+        Ended(committed)
+    }
+
+    /// Acts on a commit that ended: a commit that did not go through ends the session,
+    /// with [`PipelineError::Rewind`] when an abort mends it.
+    pub(super) async fn commit_handled(
+        &mut self,
+        Ended(committed): Ended,
+        delivery: &mut Delivery,
+    ) -> Result<(), PipelineError> {
         match committed {
             Ok(Committed::Done(covered)) => {
                 self.committed(&covered);
