@@ -176,7 +176,7 @@ def test_sigkill_five_times_loses_nothing_and_duplicates_stay_within_the_bound(b
     settings = {
         **embedded(overrides),
         "pipeline.max-pending": max_pending,
-        'kafka.consumer."auto.commit.interval.ms"': int(commit_interval * 1000),
+        "kafka.commit-interval": f'"{int(commit_interval * 1000)}ms"',
     }
     thresholds = sorted(rng.sample(range(count // 10, count * 8 // 10), 5))
     outputs = []
@@ -407,7 +407,7 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
         **embedded(overrides),
         "kafka.group-id": group, "kafka.input-topic": topic_in, "kafka.output-topic": topic_out,
         "kafka.dead-letter-topic": topic_dl, "pipeline.max-pending": 1_000,
-        'kafka.consumer."auto.commit.interval.ms"': 200,
+        "kafka.commit-interval": '"200ms"',
     }
     backwards: list[str] = []
     samples = 0

@@ -17,11 +17,10 @@ pub(super) const CONSUMER_GUARDS: &[Guard] = &[
         rule: Rule::OneOf(&["true"]),
         why: COMMITS_AT_SHUTDOWN,
     },
-    // librdkafka reads 0 as "auto-commit off".
     Guard {
         key: "auto.commit.interval.ms",
-        rule: Rule::AboveZero,
-        why: COMMITS_AT_SHUTDOWN,
+        rule: Rule::Owned,
+        why: "set kafka.commit-interval instead",
     },
 ];
 /// In exactly-once mode offsets are committed by the transactions alone, and input records of
@@ -77,8 +76,6 @@ pub(crate) enum Rule {
     Owned,
     /// These, compared without case.
     OneOf(&'static [&'static str]),
-    /// A whole number above zero.
-    AboveZero,
 }
 
 impl Guard {
@@ -95,7 +92,6 @@ impl Guard {
         match self.rule {
             Rule::Owned => None,
             Rule::OneOf(values) => Some(values.iter().any(|a| a.eq_ignore_ascii_case(value))),
-            Rule::AboveZero => Some(value.trim().parse::<u64>().is_ok_and(|n| n > 0)),
         }
     }
 
@@ -104,7 +100,6 @@ impl Guard {
         match self.rule {
             Rule::Owned => "none".to_owned(),
             Rule::OneOf(values) => values.join(", "),
-            Rule::AboveZero => "a whole number above 0".to_owned(),
         }
     }
 }

@@ -70,17 +70,31 @@ pub struct KafkaSettings {
 }
 
 /// What a record's outputs may become downstream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// Every record's outputs at least once: offsets are committed behind acknowledged outputs.
-    #[default]
-    AtLeastOnce,
+    /// Every record's outputs at least once: offsets are stored behind acknowledged outputs and
+    /// committed every `commit_interval`.
+    AtLeastOnce { commit_interval: Duration },
     /// Every record's outputs exactly once for `read_committed` readers: outputs, dead letters
     /// and the input offsets are written in one transaction per `interval`.
     ExactlyOnce {
         interval: Duration,
         transactional_id: String,
     },
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::AtLeastOnce {
+            commit_interval: defaults::COMMIT_INTERVAL,
+        }
+    }
+}
+
+impl Delivery {
+    pub fn is_exactly_once(&self) -> bool {
+        matches!(self, Self::ExactlyOnce { .. })
+    }
 }
 
 /// Where predictions come from.
@@ -432,7 +446,7 @@ fn read_kafka(mut s: Section<'_>, config_dir: &Path) -> KafkaSettings {
     let startup_timeout = s.duration("startup-timeout", defaults::STARTUP_TIMEOUT);
     let delivery = read_delivery(&mut s, &group_id);
     let consumer_guards = match delivery {
-        Delivery::AtLeastOnce => CONSUMER_GUARDS,
+        Delivery::AtLeastOnce { .. } => CONSUMER_GUARDS,
         Delivery::ExactlyOnce { .. } => CONSUMER_GUARDS_EXACTLY_ONCE,
     };
     let consumer = passthrough(&mut s, "consumer", consumer_guards, config_dir);
@@ -450,7 +464,8 @@ fn read_kafka(mut s: Section<'_>, config_dir: &Path) -> KafkaSettings {
     }
 }
 
-/// `delivery`, and in exactly-once mode `transaction-interval` and `transactional-id`.
+/// `delivery`, with `commit-interval` in at-least-once mode, `transaction-interval` and
+/// `transactional-id` in exactly-once mode.
 fn read_delivery(s: &mut Section<'_>, group_id: &str) -> Delivery {
     let id = s.optional_string("transactional-id");
     match s.optional_string("delivery").as_deref() {
@@ -461,9 +476,19 @@ fn read_delivery(s: &mut Section<'_>, group_id: &str) -> Delivery {
                     s.problem(key, "applies only with delivery = \"exactly-once\"");
                 }
             }
-            Delivery::AtLeastOnce
+            let commit_interval = s.duration("commit-interval", defaults::COMMIT_INTERVAL);
+            if commit_interval < Duration::from_millis(1) {
+                s.problem("commit-interval", "must be at least 1ms");
+            }
+            Delivery::AtLeastOnce { commit_interval }
         }
         Some("exactly-once") => {
+            if s.optional_string("commit-interval").is_some() {
+                s.problem(
+                    "commit-interval",
+                    "applies only with delivery = \"at-least-once\" (transactions commit the offsets: see transaction-interval)",
+                );
+            }
             let interval = s.duration("transaction-interval", defaults::TRANSACTION_INTERVAL);
             let transactional_id = match id {
                 Some(id) if id.trim().is_empty() => {
@@ -483,7 +508,7 @@ fn read_delivery(s: &mut Section<'_>, group_id: &str) -> Delivery {
                 "delivery",
                 format!("expected \"at-least-once\" or \"exactly-once\", found {other:?}"),
             );
-            Delivery::AtLeastOnce
+            Delivery::default()
         }
     }
 }
@@ -1024,10 +1049,10 @@ mod tests {
         assert!(
             about("kafka.consumer.\"enable.auto.commit\"").contains("committed only at shutdown")
         );
-        // librdkafka takes an interval of 0 for auto-commit off.
+        // The commit cadence is the runtime's setting (librdkafka takes 0 for auto-commit off).
         let interval = about("kafka.consumer.\"auto.commit.interval.ms\"");
         assert!(
-            interval.contains("committed only at shutdown") && interval.contains("above 0"),
+            interval.contains("set by the runtime") && interval.contains("kafka.commit-interval"),
             "{interval}"
         );
         let acks = about("kafka.producer.acks");
@@ -1041,16 +1066,45 @@ mod tests {
         // The values that keep the guarantee are fine, in any case.
         let text = format!(
             "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = true\n\
-             \"auto.commit.interval.ms\" = \"1000\"\n\
              [kafka.producer]\nacks = \"ALL\"\n\"enable.idempotence\" = true\n"
         );
         assert!(parse(&text, &[]).is_ok());
     }
 
     #[test]
+    fn the_commit_interval_belongs_to_at_least_once_mode() {
+        let s = parse(MINIMAL, &["kafka.commit-interval=\"250ms\""]).expect("valid");
+        assert_eq!(
+            s.kafka.delivery,
+            Delivery::AtLeastOnce {
+                commit_interval: Duration::from_millis(250)
+            }
+        );
+        let found = problems(
+            parse(
+                MINIMAL,
+                &[
+                    "kafka.delivery=\"exactly-once\"",
+                    "kafka.commit-interval=\"1s\"",
+                ],
+            )
+            .expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("kafka.commit-interval") && found[0].contains("at-least-once"),
+            "{found:?}"
+        );
+        // Below a millisecond librdkafka would get 0, which it reads as "never commit".
+        let found =
+            problems(parse(MINIMAL, &["kafka.commit-interval=\"500us\""]).expect_err("invalid"));
+        assert!(found[0].contains("at least 1ms"), "{found:?}");
+    }
+
+    #[test]
     fn delivery_is_at_least_once_unless_exactly_once_is_asked_for() {
         let s = parse(MINIMAL, &[]).expect("valid");
-        assert_eq!(s.kafka.delivery, Delivery::AtLeastOnce);
+        assert_eq!(s.kafka.delivery, Delivery::default());
         let s = parse(
             MINIMAL,
             &[

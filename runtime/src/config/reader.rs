@@ -257,8 +257,13 @@ impl<'p> Section<'p> {
         let mut out = Vec::with_capacity(table.len());
         for (key, value) in table {
             let guard = guards.iter().find(|g| g.key == key);
-            if guard.is_some_and(|g| g.allows("").is_none()) {
-                self.problem(&key, "is set by the runtime and cannot be set here");
+            if let Some(g) = guard.filter(|g| g.allows("").is_none()) {
+                let problem = if g.why.is_empty() {
+                    "is set by the runtime and cannot be set here".to_owned()
+                } else {
+                    format!("is set by the runtime and cannot be set here: {}", g.why)
+                };
+                self.problem(&key, problem);
                 continue;
             }
             let text = match value {

@@ -99,7 +99,7 @@ impl Sink {
             .set("enable.idempotence", "true")
             .set("acks", "all");
         let transactional_id = match &settings.delivery {
-            Delivery::AtLeastOnce => None,
+            Delivery::AtLeastOnce { .. } => None,
             Delivery::ExactlyOnce {
                 transactional_id, ..
             } => {

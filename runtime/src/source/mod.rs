@@ -133,7 +133,7 @@ impl Source {
             consumer,
             ownership,
             lags,
-            transactional: settings.delivery != Delivery::AtLeastOnce,
+            transactional: settings.delivery.is_exactly_once(),
             shared_topic: Arc::from(topic.as_str()),
             topic,
         })
@@ -359,9 +359,16 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("group.id", &settings.group_id)
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
-    if settings.delivery != Delivery::AtLeastOnce {
+    match &settings.delivery {
+        Delivery::AtLeastOnce { commit_interval } => {
+            // Whole milliseconds, never 0: librdkafka reads 0 as "auto-commit off".
+            let ms = commit_interval.as_millis().max(1);
+            config.set("auto.commit.interval.ms", ms.to_string());
+        }
         // Transactions commit the offsets; librdkafka never does.
-        config.set("enable.auto.commit", "false");
+        Delivery::ExactlyOnce { .. } => {
+            config.set("enable.auto.commit", "false");
+        }
     }
     for (k, v) in crate::config::defaults::CONSUMER {
         config.set(*k, *v);
@@ -516,6 +523,11 @@ mod tests {
             assert_eq!(defaulted.get(key), Some(*value), "{key}");
         }
         assert_eq!(defaulted.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(
+            defaulted.get("auto.commit.interval.ms"),
+            Some("200"),
+            "kafka.commit-interval's default"
+        );
 
         settings.consumer = Passthrough(vec![("fetch.wait.max.ms".into(), "500".into())]);
         let overridden = consumer_config(&settings);
