@@ -290,6 +290,17 @@ async fn a_rebalance_mid_transaction_aborts_it_and_reads_its_records_again() {
     );
 }
 
+/// Runs the runtime with no stop asked for, until it stops by itself (within 60 s).
+async fn run_until_it_stops(settings: config::Settings) -> Result<Summary, streaminfer::RunError> {
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let run = streaminfer::run(settings, async move {
+        let _ = stopped.await;
+    });
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run stops by itself")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_producer_stops_the_run_with_the_reason() {
     let cluster = cluster().await;
@@ -298,13 +309,7 @@ async fn a_fenced_producer_stops_the_run_with_the_reason() {
         RDKafkaApiKey::EndTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
     );
-    let (_stop, stopped) = oneshot::channel::<()>();
-    let run = streaminfer::run(settings(&brokers), async move {
-        let _ = stopped.await;
-    });
-    let result = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the run stops by itself");
+    let result = run_until_it_stops(settings(&brokers)).await;
     let error = result
         .expect_err("a fenced producer cannot go on")
         .to_string();
@@ -322,13 +327,7 @@ async fn a_commit_that_does_not_finish_stops_the_run_undecided() {
         RDKafkaApiKey::EndTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 1000],
     );
-    let (_stop, stopped) = oneshot::channel::<()>();
-    let run = streaminfer::run(settings(&brokers), async move {
-        let _ = stopped.await;
-    });
-    let result = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the run stops by itself");
+    let result = run_until_it_stops(settings(&brokers)).await;
     let error = result.expect_err("an undecided commit stops the run");
     assert!(
         matches!(
