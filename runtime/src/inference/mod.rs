@@ -21,6 +21,8 @@ mod kserve;
 mod limit;
 mod onnx;
 mod retry;
+#[cfg(test)]
+pub(crate) mod scripted;
 mod stats;
 mod tensor;
 mod tfserving;
@@ -152,6 +154,8 @@ enum Backend {
     TfServing(Box<TfServing>),
     KServe(Box<KServe>),
     Onnx(Arc<OnnxModel>),
+    #[cfg(test)]
+    Scripted(Arc<scripted::Scripted>),
 }
 
 impl Backend {
@@ -160,6 +164,8 @@ impl Backend {
             Backend::TfServing(_) => "tf-serving",
             Backend::KServe(_) => "kserve",
             Backend::Onnx(_) => "onnx",
+            #[cfg(test)]
+            Backend::Scripted(_) => "scripted",
         }
     }
 
@@ -169,6 +175,8 @@ impl Backend {
             Backend::TfServing(server) => server.probe().await,
             Backend::KServe(server) => server.probe().await,
             Backend::Onnx(_) => Ok(()),
+            #[cfg(test)]
+            Backend::Scripted(_) => Ok(()),
         }
     }
 
@@ -177,6 +185,8 @@ impl Backend {
             Backend::TfServing(server) => &server.description,
             Backend::KServe(server) => &server.description,
             Backend::Onnx(model) => &model.description,
+            #[cfg(test)]
+            Backend::Scripted(model) => &model.description,
         }
     }
 
@@ -188,6 +198,8 @@ impl Backend {
             Backend::TfServing(server) => server.predict(request).await,
             Backend::KServe(server) => server.predict(request).await,
             Backend::Onnx(model) => model.predict(request).await,
+            #[cfg(test)]
+            Backend::Scripted(model) => model.predict(request),
         }
     }
 }
@@ -232,7 +244,17 @@ impl Inference {
                 Backend::Onnx(Arc::new(loaded))
             }
         };
-        Ok(Self {
+        Ok(Self::with_backend(backend, settings))
+    }
+
+    /// A client of `model`, with the breaker, limits and retries of `settings`.
+    #[cfg(test)]
+    pub(crate) fn scripted(model: Arc<scripted::Scripted>, settings: &ModelSettings) -> Self {
+        Self::with_backend(Backend::Scripted(model), settings)
+    }
+
+    fn with_backend(backend: Backend, settings: &ModelSettings) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 backend,
                 breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
@@ -245,7 +267,7 @@ impl Inference {
                     .version
                     .map_or_else(|| "latest".to_owned(), |v| v.to_string()),
             }),
-        })
+        }
     }
 
     /// The model's inputs and outputs, as the backend described them at start-up.

@@ -12,6 +12,8 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::input::Input;
+use super::outlet::Outlet;
 use super::process::{Batch, Stages, Taken, process_batch};
 use super::produce::{Delivery, Gate, Position, Settled};
 use super::progress::{Progress, REPORT_EVERY};
@@ -30,12 +32,12 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 
 /// How finished records advance the commit point: offsets stored behind them (at-least-once),
 /// or transactions that commit them with their outputs (exactly-once).
-pub(super) enum Commit<'a> {
-    AtLeastOnce(&'a Source),
+pub(super) enum Commit<'a, I = Source> {
+    AtLeastOnce(&'a I),
     ExactlyOnce(&'a mut Transactions),
 }
 
-impl Gate for Commit<'_> {
+impl<I: Input> Gate for Commit<'_, I> {
     fn open(&self) -> bool {
         match self {
             Self::AtLeastOnce(_) => true,
@@ -51,7 +53,7 @@ impl Gate for Commit<'_> {
     }
 }
 
-impl Commit<'_> {
+impl<I: Input> Commit<'_, I> {
     fn is_committing(&self) -> bool {
         matches!(self, Self::ExactlyOnce(tx) if tx.is_committing())
     }
@@ -86,7 +88,7 @@ impl Commit<'_> {
     async fn commit_handled(
         &mut self,
         ended: Ended,
-        delivery: &mut Delivery,
+        delivery: &mut Delivery<impl Outlet>,
     ) -> Result<(), PipelineError> {
         match self {
             Self::AtLeastOnce(_) => Ok(()),
@@ -116,7 +118,7 @@ impl Commit<'_> {
     /// as a refusal would otherwise hide it).
     async fn failed(
         &mut self,
-        delivery: &mut Delivery,
+        delivery: &mut Delivery<impl Outlet>,
         settled: &mut Vec<Settled>,
         error: SinkError,
     ) -> PipelineError {
@@ -140,7 +142,7 @@ impl Commit<'_> {
         settled: &mut Vec<Settled>,
         tracker: &mut OffsetTracker,
         permits: &Semaphore,
-        delivery: &mut Delivery,
+        delivery: &mut Delivery<impl Outlet>,
     ) -> Result<(), PipelineError> {
         let mut released = 0;
         let mut refused = None;
@@ -185,8 +187,8 @@ impl Commit<'_> {
 }
 
 /// What one session's loop works with.
-pub(super) struct Drive<'a> {
-    pub(super) source: &'a Arc<Source>,
+pub(super) struct Drive<'a, I = Source> {
+    pub(super) source: &'a Arc<I>,
     pub(super) stages: &'a Arc<Stages>,
     pub(super) settings: &'a PipelineSettings,
     pub(super) batches: mpsc::Receiver<Batch>,
@@ -196,15 +198,15 @@ pub(super) struct Drive<'a> {
     pub(super) stop: &'a watch::Sender<bool>,
 }
 
-impl Drive<'_> {
+impl<I: Input> Drive<'_, I> {
     /// Runs until the reader's batches are all delivered and committed (after a stop), or the
     /// session must end.
     pub(super) async fn run(
         mut self,
         mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
         drain_deadline: &mut Option<Instant>,
-        delivery: &mut Delivery,
-        commit: &mut Commit<'_>,
+        delivery: &mut Delivery<impl Outlet>,
+        commit: &mut Commit<'_, I>,
     ) -> Result<(), PipelineError> {
         let mut tracker = OffsetTracker::new();
         let mut processing = Sequencer::new();
@@ -325,3 +327,6 @@ fn register(tracker: &mut OffsetTracker, taken: &mut [Taken], records: &[InputRe
     }
     released
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,6 +27,7 @@
 //! commits, all within `shutdown-timeout`.
 
 mod drive;
+mod input;
 mod outlet;
 mod process;
 mod produce;
@@ -169,7 +170,7 @@ impl Pipeline {
         let result = loop {
             let mut commit = match transactions.as_mut() {
                 Some(tx) => Commit::ExactlyOnce(tx),
-                None => Commit::AtLeastOnce(&self.source),
+                None => Commit::AtLeastOnce(&*self.source),
             };
             let result = self
                 .session(shutdown.as_mut(), &mut deadline, &mut delivery, &mut commit)

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::input::Input;
 use super::process::Stages;
 use crate::metrics::millis;
-use crate::source::Source;
 
 /// How often the counters are logged.
 pub(super) const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ impl Progress {
     pub(super) fn report(
         &mut self,
         stages: &Stages,
-        source: &Arc<Source>,
+        source: &Arc<impl Input>,
         open: usize,
         draining: bool,
     ) {
@@ -83,7 +83,7 @@ impl Progress {
 
 /// Asks the brokers whether records wait while nothing is consumed, and says so if they do; on a
 /// blocking thread of its own, so the pipeline's loop never waits for the answer.
-fn check_stall(source: Arc<Source>, idle: Duration) {
+fn check_stall(source: Arc<impl Input>, idle: Duration) {
     tokio::task::spawn_blocking(move || match source.waiting(Duration::from_secs(5)) {
         Some(waiting) if waiting > 0 => tracing::warn!(
             waiting,

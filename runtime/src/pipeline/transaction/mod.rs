@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::PipelineError;
+use super::outlet::Outlet;
 use super::process::{Outcome, Taken};
 use super::produce::{Delivery, Gate, Settled};
 use crate::contract::InputRecord;
@@ -179,7 +180,7 @@ impl Transactions {
     pub(super) async fn commit_handled(
         &mut self,
         Ended(committed): Ended,
-        delivery: &mut Delivery,
+        delivery: &mut Delivery<impl Outlet>,
     ) -> Result<(), PipelineError> {
         match committed {
             Ok(Committed::Done(covered)) => {
@@ -218,7 +219,7 @@ impl Transactions {
     /// dead-lettered when read again rather than refused again.
     pub(super) async fn rewinding(
         &mut self,
-        delivery: &mut Delivery,
+        delivery: &mut Delivery<impl Outlet>,
         cause: Cause,
     ) -> PipelineError {
         let mut fenced = None;
