@@ -148,3 +148,186 @@ fn host_name() -> String {
 fn passthrough(s: &mut Section<'_>, key: &str, guards: &[Guard], dir: &Path) -> Passthrough {
     Passthrough(s.section(key).string_map(guards, dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::{MINIMAL, parse, problems};
+    use super::super::*;
+
+    #[test]
+    fn runtime_owned_kafka_properties_are_refused() {
+        let text = format!("{MINIMAL}\n[kafka.consumer]\n\"enable.auto.offset.store\" = true\n");
+        let found = problems(parse(&text, &[]).expect_err("invalid"));
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("kafka.consumer.\"enable.auto.offset.store\""),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn settings_that_weaken_the_guarantee_are_refused_with_the_reason() {
+        let text = format!(
+            "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = false\n\
+             \"auto.commit.interval.ms\" = 0\n\
+             [kafka.producer]\nacks = \"1\"\n\"enable.idempotence\" = false\n\
+             \"request.required.acks\" = 0\n"
+        );
+        let found = problems(parse(&text, &[]).expect_err("invalid"));
+        assert_eq!(found.len(), 5, "{found:?}");
+        let about = |key: &str| {
+            found
+                .iter()
+                .find(|p| p.starts_with(key))
+                .unwrap_or_else(|| panic!("no problem for {key}: {found:?}"))
+                .clone()
+        };
+        assert!(
+            about("kafka.consumer.\"enable.auto.commit\"").contains("committed only at shutdown")
+        );
+        // The commit cadence is the runtime's setting (librdkafka takes 0 for auto-commit off).
+        let interval = about("kafka.consumer.\"auto.commit.interval.ms\"");
+        assert!(
+            interval.contains("set by the runtime") && interval.contains("kafka.commit-interval"),
+            "{interval}"
+        );
+        let acks = about("kafka.producer.acks");
+        assert!(
+            acks.contains("\"1\"") && acks.contains("can be lost") && acks.contains("all"),
+            "{acks}"
+        );
+        assert!(about("kafka.producer.\"enable.idempotence\"").contains("duplicate"));
+        assert!(about("kafka.producer.\"request.required.acks\"").contains("can be lost"));
+
+        // The values that keep the guarantee are fine, in any case.
+        let text = format!(
+            "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = true\n\
+             [kafka.producer]\nacks = \"ALL\"\n\"enable.idempotence\" = true\n"
+        );
+        assert!(parse(&text, &[]).is_ok());
+    }
+
+    #[test]
+    fn the_commit_interval_belongs_to_at_least_once_mode() {
+        let s = parse(MINIMAL, &["kafka.commit-interval=\"250ms\""]).expect("valid");
+        assert_eq!(
+            s.kafka.delivery,
+            Delivery::AtLeastOnce {
+                commit_interval: Duration::from_millis(250)
+            }
+        );
+        let found = problems(
+            parse(
+                MINIMAL,
+                &[
+                    "kafka.delivery=\"exactly-once\"",
+                    "kafka.commit-interval=\"1s\"",
+                ],
+            )
+            .expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("kafka.commit-interval") && found[0].contains("at-least-once"),
+            "{found:?}"
+        );
+        // Below a millisecond librdkafka would get 0, which it reads as "never commit".
+        let found =
+            problems(parse(MINIMAL, &["kafka.commit-interval=\"500us\""]).expect_err("invalid"));
+        assert!(found[0].contains("at least 1ms"), "{found:?}");
+    }
+
+    #[test]
+    fn delivery_is_at_least_once_unless_exactly_once_is_asked_for() {
+        let s = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(s.kafka.delivery, Delivery::default());
+        let s = parse(
+            MINIMAL,
+            &[
+                "kafka.delivery=\"exactly-once\"",
+                "kafka.transaction-interval=\"250ms\"",
+                "kafka.transactional-id=\"scorer-3\"",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.kafka.delivery,
+            Delivery::ExactlyOnce {
+                interval: Duration::from_millis(250),
+                transactional_id: "scorer-3".into()
+            }
+        );
+        let s = parse(MINIMAL, &["kafka.delivery=\"exactly-once\""]).expect("valid");
+        let Delivery::ExactlyOnce {
+            interval,
+            transactional_id,
+        } = s.kafka.delivery
+        else {
+            panic!("exactly-once asked for");
+        };
+        assert_eq!(interval, defaults::TRANSACTION_INTERVAL);
+        assert!(
+            transactional_id.starts_with("g-")
+                && transactional_id.ends_with(&std::process::id().to_string()),
+            "by default the group, the host and the process: {transactional_id}"
+        );
+    }
+
+    #[test]
+    fn exactly_once_settings_are_checked_together() {
+        let found = problems(
+            parse(
+                MINIMAL,
+                &[
+                    "kafka.transaction-interval=\"1s\"",
+                    "kafka.transactional-id=\"x\"",
+                ],
+            )
+            .expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found.iter().all(|p| p.contains("only with delivery")),
+            "{found:?}"
+        );
+        let found =
+            problems(parse(MINIMAL, &["kafka.delivery=\"at-most-once\""]).expect_err("invalid"));
+        assert!(
+            found.len() == 1 && found[0].contains("\"exactly-once\""),
+            "{found:?}"
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[kafka.consumer]\n\"enable.auto.commit\" = true\n\
+             \"isolation.level\" = \"read_uncommitted\"\n\
+             [kafka.producer]\n\"transactional.id\" = \"mine\"\n"
+        );
+        let found = problems(
+            parse(
+                &text,
+                &[
+                    "kafka.delivery=\"exactly-once\"",
+                    "kafka.transaction-interval=\"0s\"",
+                ],
+            )
+            .expect_err("invalid"),
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        for (key, says) in [
+            ("kafka.transaction-interval", "longer than zero"),
+            (
+                "kafka.consumer.\"enable.auto.commit\"",
+                "set by the runtime",
+            ),
+            ("kafka.consumer.\"isolation.level\"", "aborted upstream"),
+            ("kafka.producer.\"transactional.id\"", "set by the runtime"),
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(key) && p.contains(says)),
+                "{key}: {found:?}"
+            );
+        }
+    }
+}

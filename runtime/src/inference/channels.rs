@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::InferenceError;
+use super::error::InferenceError;
 use crate::config::{ModelSettings, TlsSettings};
 
 /// Open connections, handed out round-robin.

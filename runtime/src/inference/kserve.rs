@@ -14,10 +14,10 @@ use streaminfer_proto::inference::{
 };
 use tonic::transport::Channel;
 
-use super::InferenceError;
 use super::batch;
 use super::channels::{Channels, startup_call};
 use super::describe::{ANSWER_BYTES, ModelDescription, ModelTensor};
+use super::error::InferenceError;
 use super::tensor::{TensorError, data_len, element_count, from_le, le, within};
 use crate::config::{ModelSettings, TensorEncoding};
 use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};

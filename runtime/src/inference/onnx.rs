@@ -13,8 +13,8 @@ use tract_onnx::prelude::{
     TypedRunnableModel, tvec,
 };
 
-use super::InferenceError;
 use super::describe::{ModelDescription, ModelTensor};
+use super::error::InferenceError;
 use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};
 
 /// A loaded, optimised ONNX model.

@@ -6,16 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The retry budget of one call while the model server is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries in all, the first included.
-    pub attempts: u32,
-    /// Bound of the wait after the first failure; it doubles with each further failure.
-    pub base: Duration,
-    /// Largest bound.
-    pub max: Duration,
-}
+use crate::config::RetryPolicy;
 
 impl RetryPolicy {
     /// The wait before try number `attempt + 1`, after `attempt` failures (1-based).

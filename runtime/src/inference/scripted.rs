@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tonic::Status;
 
-use super::InferenceError;
 use super::describe::ModelDescription;
+use super::error::InferenceError;
 use crate::contract::{InferenceRequest, InferenceResponse, ModelInfo, Tensor, TensorData};
 
 /// Answers every call with `output`, shape `[rows, 1]`: for each row of the request's first

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tonic::Code;
 
-use super::InferenceError;
+use super::error::InferenceError;
 use crate::metrics::{Counts, Histogram};
 
 /// How one try ended, as the `status` label says it: `ok`, a gRPC code in snake case, or what

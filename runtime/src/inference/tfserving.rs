@@ -9,10 +9,10 @@ use streaminfer_proto::tensorflow::serving::{
 use streaminfer_proto::tensorflow::{DataType, SignatureDef, TensorInfo};
 use tonic::transport::Channel;
 
-use super::InferenceError;
 use super::batch;
 use super::channels::{Channels, startup_call};
 use super::describe::{ANSWER_BYTES, ModelDescription, ModelTensor};
+use super::error::InferenceError;
 use super::tensor::{TensorError, from_proto, to_proto};
 use crate::config::ModelSettings;
 use crate::contract::{Dtype, InferenceRequest, InferenceResponse, ModelInfo};
