@@ -18,7 +18,8 @@
 //! - [`Tensor`]: builders that check shapes, readers that check element types.
 //! - [`Plugin::fields`] and [`Record::fields`]: name the top-level fields of a JSON record you
 //!   read and the host parses each record natively and hands them over typed.
-//! - [`Record::json`], [`Output::json`], [`Output::with_header`]: JSON in, JSON out.
+//! - [`Record::json`], [`Output::json`], [`Output::reply_json`], [`Output::with_header`]: JSON
+//!   in, JSON out; [`Response::scalar_f32`] reads a score.
 //!   [`Record::json`] deserializes into any `#[derive(Deserialize)]` struct, borrowing strings
 //!   from the record: parse into the fields you use, not into a `serde_json::Value`.
 //! - [`log`]: the host's log inside a component, standard error in native tests.
@@ -60,9 +61,9 @@
 //!     }
 //!
 //!     fn complete(&self, origin: Origin, sensor: String, response: &Response) -> Result<Vec<Output>, PluginError> {
-//!         let score = response.output("score")?.as_f32()?.first().copied().unwrap_or(0.0);
+//!         let score = response.scalar_f32("score")?;
 //!         let alert = serde_json::json!({ "sensor": sensor, "alert": score >= self.threshold });
-//!         Ok(vec![Output::json(origin.key, &alert)?.with_header("model", response.model_name())])
+//!         Ok(vec![Output::reply_json(origin, &alert)?.with_header("model", response.model_name())])
 //!     }
 //! }
 //!
@@ -170,7 +171,11 @@ pub trait Plugin {
     fn prepare(&self, record: &Record) -> Result<Decision<Self::State>, PluginError>;
 
     /// Turns the model's response into the records to produce, given the state `prepare` kept
-    /// and where the record came from (`origin.key` is usually the outputs' key).
+    /// and where the record came from (`origin.key` is usually the outputs' key;
+    /// [`Output::reply_json`] keys a JSON output like the record and points back at it).
+    ///
+    /// A plugin that never asks for the model (it only emits or skips) need not write it: the
+    /// default fails the record, saying that `complete` is missing.
     ///
     /// # Errors
     /// Usually [`PluginError::InvalidResponse`]: the record goes to the dead-letter topic.
@@ -179,7 +184,12 @@ pub trait Plugin {
         origin: Origin,
         state: Self::State,
         response: &Response,
-    ) -> Result<Vec<Output>, PluginError>;
+    ) -> Result<Vec<Output>, PluginError> {
+        let _ = (origin, state, response);
+        Err(PluginError::Failed(
+            "the plugin asked for a model call but does not implement `complete`".to_owned(),
+        ))
+    }
 }
 
 // The type is generated from the WIT, so the derive cannot be written on it.
@@ -300,4 +310,35 @@ macro_rules! __export_component {
 #[macro_export]
 macro_rules! __export_component {
     ($ty:ident) => {};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin that only emits, and so writes no `complete`.
+    struct Emitter;
+
+    impl Plugin for Emitter {
+        type State = ();
+
+        fn configure(_: &Config) -> Result<Self, String> {
+            Ok(Self)
+        }
+
+        fn prepare(&self, _: &Record) -> Result<Decision<()>, PluginError> {
+            Ok(Decision::Skip)
+        }
+    }
+
+    #[test]
+    fn a_plugin_without_complete_fails_a_model_answer_saying_so() {
+        let origin = Record::of("{}").origin();
+        match Emitter.complete(origin, (), &Response::of([])) {
+            Err(PluginError::Failed(m)) => {
+                assert!(m.contains("does not implement `complete`"), "{m}")
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
 }

@@ -128,6 +128,29 @@ impl Output {
         Ok(Self::new(key, Some(value)))
     }
 
+    /// The reply to the record at `origin`: keyed like it, `value` serialized as JSON, with
+    /// the headers [`Output::with_source`] adds.
+    ///
+    /// # Errors
+    /// As [`Output::json`].
+    pub fn reply_json<T: Serialize + ?Sized>(
+        origin: Origin,
+        value: &T,
+    ) -> Result<Self, PluginError> {
+        let mut output = Self::json(None, value)?.with_source(&origin);
+        output.key = origin.key;
+        Ok(output)
+    }
+
+    /// Adds the headers that point back at the input record: `source-topic`,
+    /// `source-partition` and `source-offset` (decimal text).
+    #[must_use]
+    pub fn with_source(self, origin: &Origin) -> Self {
+        self.with_header("source-topic", origin.topic.as_str())
+            .with_header("source-partition", origin.partition.to_string())
+            .with_header("source-offset", origin.offset.to_string())
+    }
+
     /// Adds a header; text converts with `.to_string()` or directly from `&str`/`String`.
     #[must_use]
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
@@ -193,6 +216,24 @@ mod tests {
 
     use super::*;
     use crate::Decision;
+
+    #[test]
+    fn a_reply_is_keyed_like_its_record_and_points_back_at_it() {
+        let origin = Origin {
+            topic: "in".to_owned(),
+            partition: 3,
+            offset: 1234,
+            timestamp: None,
+            key: Some(b"k".to_vec()),
+        };
+        let reply = Output::reply_json(origin, &serde_json::json!({"a": 1})).expect("JSON");
+        assert_eq!(reply.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(reply.value.as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(reply.header_str("source-topic"), Some("in"));
+        assert_eq!(reply.header_str("source-partition"), Some("3"));
+        assert_eq!(reply.header_str("source-offset"), Some("1234"));
+        assert_eq!(reply.topic, None, "to the configured output topic");
+    }
 
     fn record(value: Option<&str>) -> Record {
         Record {

@@ -201,6 +201,21 @@ impl Response {
             .ok_or_else(|| self.missing_output(name))
     }
 
+    /// The single number the output `name` holds, as f32: what a scoring model answers for
+    /// one record.
+    ///
+    /// # Errors
+    /// An [`PluginError::InvalidResponse`] when the output is missing, not f32, or does not
+    /// hold exactly one finite number.
+    pub fn scalar_f32(&self, name: &str) -> Result<f32, PluginError> {
+        match self.output(name)?.as_f32()? {
+            [value] if value.is_finite() => Ok(*value),
+            values => Err(PluginError::InvalidResponse(format!(
+                "output `{name}` must hold one finite number, got {values:?}"
+            ))),
+        }
+    }
+
     /// The name of the model that answered.
     pub fn model_name(&self) -> &str {
         &self.model.name
@@ -225,6 +240,34 @@ impl Response {
 mod tests {
     use super::*;
     use crate::ModelInfo;
+
+    #[test]
+    fn a_scalar_is_one_finite_number_and_anything_else_says_what_came() {
+        let scalar = |data: Vec<f32>| {
+            let n = data.len() as i64;
+            Response::of([Tensor::f32("p", [n, 1], data).expect("shape")]).scalar_f32("p")
+        };
+        assert_eq!(scalar(vec![0.25]), Ok(0.25));
+        for (data, said) in [
+            (vec![0.1, 0.2], "got [0.1, 0.2]"),
+            (vec![], "got []"),
+            (vec![f32::NAN], "got [NaN]"),
+        ] {
+            match scalar(data) {
+                Err(PluginError::InvalidResponse(m)) => {
+                    assert!(
+                        m.contains("output `p` must hold one finite number") && m.contains(said),
+                        "{m}"
+                    );
+                }
+                other => panic!("expected an invalid response, got {other:?}"),
+            }
+        }
+        let missing = Response::of([]).scalar_f32("p");
+        assert!(
+            matches!(missing, Err(PluginError::InvalidResponse(m)) if m.contains("no output tensor `p`"))
+        );
+    }
 
     #[test]
     fn builders_check_the_shape() {

@@ -329,14 +329,7 @@ impl Plugin for Credit {
         kept: Kept,
         response: &Response,
     ) -> Result<Vec<Output>, PluginError> {
-        let probability = match response.output(OUTPUT)?.as_f32()? {
-            [p] if p.is_finite() => *p,
-            values => {
-                return Err(PluginError::InvalidResponse(format!(
-                    "output `{OUTPUT}` must hold one finite number, got {values:?}"
-                )));
-            }
-        };
+        let probability = response.scalar_f32(OUTPUT)?;
         let expected = 1.0 / (1.0 + (-kept.logit).exp());
         if (expected - f64::from(probability)).abs() > MODEL_TOLERANCE {
             return Err(PluginError::InvalidResponse(format!(
@@ -372,11 +365,7 @@ impl Plugin for Credit {
             model_name: response.model_name(),
             model_version: response.model_version(),
         };
-        let output = Output::json(origin.key, &verdict)?
-            .with_header("source-topic", origin.topic)
-            .with_header("source-partition", origin.partition.to_string())
-            .with_header("source-offset", origin.offset.to_string());
-        Ok(vec![output])
+        Ok(vec![Output::reply_json(origin, &verdict)?])
     }
 }
 

@@ -91,27 +91,16 @@ impl Plugin for Fraud {
         id: i64,
         response: &Response,
     ) -> Result<Vec<Output>, PluginError> {
-        // Compared at the model's precision, so that a threshold of 0.7 flags a score of 0.7f32.
-        let probability = match response.output(OUTPUT)?.as_f32()? {
-            [p] if p.is_finite() => *p,
-            values => {
-                return Err(PluginError::InvalidResponse(format!(
-                    "output `{OUTPUT}` must hold one finite number, got {values:?}"
-                )));
-            }
-        };
+        let probability = response.scalar_f32(OUTPUT)?;
         let verdict = Verdict {
             id,
             fraud_probability: f64::from(probability),
+            // Compared at the model's precision, so that a threshold of 0.7 flags a score of 0.7f32.
             is_fraud: probability >= self.threshold as f32,
             model_name: response.model_name(),
             model_version: response.model_version(),
         };
-        let output = Output::json(origin.key, &verdict)?
-            .with_header("source-topic", origin.topic)
-            .with_header("source-partition", origin.partition.to_string())
-            .with_header("source-offset", origin.offset.to_string());
-        Ok(vec![output])
+        Ok(vec![Output::reply_json(origin, &verdict)?])
     }
 }
 

@@ -2,9 +2,7 @@
 //! model. It measures what the runtime costs around a plugin (consume, cross into WebAssembly,
 //! produce, commit): the ceiling the benchmark compares every real pipeline with.
 
-use streaminfer_sdk::{
-    Config, Decision, Origin, Output, Plugin, PluginError, Record, Response, export_plugin,
-};
+use streaminfer_sdk::{Config, Decision, Output, Plugin, PluginError, Record, export_plugin};
 
 /// The plugin; it has no settings.
 #[derive(Debug)]
@@ -22,12 +20,6 @@ impl Plugin for Passthrough {
             record.key.clone(),
             record.value.clone(),
         )]))
-    }
-
-    fn complete(&self, _: Origin, (): (), _: &Response) -> Result<Vec<Output>, PluginError> {
-        Err(PluginError::Failed(
-            "the passthrough plugin never asks the model".to_owned(),
-        ))
     }
 }
 

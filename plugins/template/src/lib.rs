@@ -1,6 +1,7 @@
 //! A starting point for a plugin. It reads `{"id": "...", "features": [numbers]}`, asks the
 //! model for `score` given an f32 tensor `input` of shape [1, N], and emits
-//! `{"id": "...", "score": s, "flagged": s >= threshold}` under the input's key.
+//! `{"id": "...", "score": s, "flagged": s >= threshold}` under the input's key, with `source-*`
+//! headers pointing back at the input record.
 //!
 //! Settings: `threshold` (default 0.5), `features` (N, default 4), and the model's tensor names
 //! `input` (default `input`) and `output` (default `score`).
@@ -75,20 +76,14 @@ impl Plugin for Template {
         id: String,
         response: &Response,
     ) -> Result<Vec<Output>, PluginError> {
-        let score = match response.output(&self.output)?.as_f32()? {
-            [score] => *score,
-            other => {
-                return Err(PluginError::InvalidResponse(format!(
-                    "expected one score, got {other:?}"
-                )));
-            }
-        };
+        let score = response.scalar_f32(&self.output)?;
         let scored = Scored {
             id,
             score,
             flagged: score >= self.threshold,
         };
-        Ok(vec![Output::json(origin.key, &scored)?])
+        // Keyed like the input record, with `source-*` headers pointing back at it.
+        Ok(vec![Output::reply_json(origin, &scored)?])
     }
 }
 
