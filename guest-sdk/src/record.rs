@@ -137,18 +137,28 @@ impl Output {
         origin: Origin,
         value: &T,
     ) -> Result<Self, PluginError> {
-        let mut output = Self::json(None, value)?.with_source(&origin);
-        output.key = origin.key;
-        Ok(output)
+        // The origin is the caller's to give away: its topic and key move, nothing is copied.
+        let Origin {
+            topic,
+            partition,
+            offset,
+            key,
+            ..
+        } = origin;
+        Ok(Self::json(key, value)?.with_source_of(topic, partition, offset))
     }
 
     /// Adds the headers that point back at the input record: `source-topic`,
     /// `source-partition` and `source-offset` (decimal text).
     #[must_use]
     pub fn with_source(self, origin: &Origin) -> Self {
-        self.with_header("source-topic", origin.topic.as_str())
-            .with_header("source-partition", origin.partition.to_string())
-            .with_header("source-offset", origin.offset.to_string())
+        self.with_source_of(origin.topic.as_str(), origin.partition, origin.offset)
+    }
+
+    fn with_source_of(self, topic: impl Into<Vec<u8>>, partition: i32, offset: i64) -> Self {
+        self.with_header("source-topic", topic)
+            .with_header("source-partition", partition.to_string())
+            .with_header("source-offset", offset.to_string())
     }
 
     /// Adds a header; text converts with `.to_string()` or directly from `&str`/`String`.
