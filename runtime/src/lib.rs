@@ -24,6 +24,10 @@
 //! - [`offsets`]: which offsets may be committed, given records finishing out of order.
 //! - [`failure`]: why a record was dead-lettered, as its headers say.
 //! - [`metrics`]: counters of what happened.
+//! - [`endpoint`]: `/metrics`, `/healthz` and `/readyz`, read from the parts at each request.
+//!
+//! The modules form layers (`layers.rs` lists them, and its test fails on any import of a
+//! module from the same layer or one above): no circle, nothing low that knows what is above.
 //!
 //! Delivery is at-least-once: an offset is committed only when every record below it has its
 //! outputs acknowledged by the broker or its dead letter written. A record that the plugin or the
@@ -31,9 +35,13 @@
 
 pub mod config;
 pub mod contract;
+pub mod endpoint;
+mod error;
 pub mod failure;
 pub mod inference;
 pub mod kafka;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod offline;
 pub mod offsets;
@@ -49,6 +57,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use config::Settings;
+pub use error::RunError;
 use inference::Inference;
 use metrics::Summary;
 use pipeline::Pipeline;
@@ -65,16 +74,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Why the runtime did not start or did not stop cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Every check that failed at start-up, each a full sentence.
-    #[error("cannot start:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Startup(Vec<String>),
-    #[error(transparent)]
-    Pipeline(#[from] pipeline::PipelineError),
-}
-
 /// Starts every part, checking the plugin, the model server and the broker together so that
 /// every problem is reported at once, then runs the pipeline until `shutdown` resolves.
 ///
@@ -84,10 +83,10 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<Summary, RunError> {
-    let health = Arc::new(metrics::health::Health::default());
+    let health = Arc::new(endpoint::health::Health::default());
     // Served first, so that an orchestrator sees the process live while it starts.
     let endpoint = match settings.metrics {
-        Some(m) => match metrics::server::bind(m.listen, health.clone()).await {
+        Some(m) => match endpoint::server::bind(m.listen, health.clone()).await {
             Ok(task) => Some(AbortOnDrop(task)),
             Err(e) if m.configured => return Err(RunError::Startup(vec![e])),
             Err(e) => {
@@ -163,10 +162,12 @@ pub async fn run(
         ))
     });
     let watcher = settings.plugin.reload.map(|interval| {
+        let stages = pipeline.stages();
         tokio::spawn(reload::watch(
             Arc::new(host),
             settings.plugin.clone(),
-            Arc::downgrade(&pipeline.stages()),
+            Arc::downgrade(stages.current()),
+            stages.inference.description().clone(),
             interval,
         ))
     });

@@ -18,9 +18,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::RunError;
 use crate::config::{PluginSettings, Settings};
 use crate::contract::{Decision, InputRecord, ModelCall, OutputRecord, Tensor, TensorData};
+use crate::error::RunError;
 use crate::failure::Failure;
 use crate::inference::Inference;
 use crate::pipeline::{Outcome, Stages, process};

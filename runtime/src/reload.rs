@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::PluginSettings;
-use crate::inference::mismatches;
-use crate::pipeline::Stages;
-use crate::plugin::{PluginHost, PluginPool};
+use crate::inference::{ModelDescription, mismatches};
+use crate::plugin::{Current, PluginHost, PluginPool};
 
 /// What a file looks like from outside; a change of either means new content.
 type Stamp = Option<(SystemTime, u64)>;
@@ -22,13 +21,14 @@ fn stamp(path: &Path) -> Stamp {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Watches the plugin file until the task is aborted or the pipeline is gone. It holds the
-/// pipeline's stages weakly, so that at shutdown the pipeline holds the last reference and can
-/// stop the plugin's threads.
+/// Watches the plugin file until the task is aborted or the pipeline is gone; a new plugin must
+/// fit `model` as the first did. It holds the plugin's slot weakly, so that at shutdown the
+/// pipeline holds the last reference and can stop the plugin's threads.
 pub(crate) async fn watch(
     host: Arc<PluginHost>,
     settings: PluginSettings,
-    stages: std::sync::Weak<Stages>,
+    current: std::sync::Weak<Current>,
+    model: ModelDescription,
     interval: Duration,
 ) {
     let mut hangup = hangup_signal();
@@ -46,18 +46,23 @@ pub(crate) async fn watch(
         let settled = now != loaded && now == seen;
         seen = now;
         if forced || settled {
-            let Some(stages) = stages.upgrade() else {
+            let Some(current) = current.upgrade() else {
                 return;
             };
             loaded = now;
-            reload(&host, &settings, &stages).await;
+            reload(&host, &settings, &current, &model).await;
         }
     }
 }
 
-async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<Stages>) {
-    let current = stages.plugin().digest().clone();
-    let route = stages.plugin().route();
+async fn reload(
+    host: &Arc<PluginHost>,
+    settings: &PluginSettings,
+    serving: &Current,
+    model: &ModelDescription,
+) {
+    let current = serving.get().digest().clone();
+    let route = serving.get().route();
     let stats = host.stats().clone();
     let (host, settings_owned) = (host.clone(), settings.clone());
     let built = tokio::task::spawn_blocking(move || {
@@ -68,7 +73,7 @@ async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<
         PluginPool::start(loaded, settings_owned.workers).map(|pool| Some(pool.routed(route)))
     })
     .await;
-    let previous = stages.plugin().digest().clone();
+    let previous = serving.get().digest().clone();
     let pool = match built {
         Ok(Ok(Some(pool))) => pool,
         Ok(Ok(None)) => {
@@ -86,7 +91,7 @@ async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<
             return;
         }
     };
-    let disagreements = mismatches(pool.requirements(), stages.inference.description());
+    let disagreements = mismatches(pool.requirements(), model);
     if !disagreements.is_empty() {
         tracing::warn!(
             plugin = %settings.path.display(),
@@ -99,7 +104,7 @@ async fn reload(host: &Arc<PluginHost>, settings: &PluginSettings, stages: &Arc<
         return;
     }
     let digest = pool.digest().clone();
-    drop(stages.swap_plugin(pool));
+    drop(serving.swap(pool));
     stats.reloaded(true);
     tracing::info!(plugin = %settings.path.display(), from = %previous, to = %digest, "plugin reloaded");
 }

@@ -5,14 +5,7 @@
 //! broker's own delays (fetch waits, acknowledgement) are outside the first figure, so it is
 //! what a record costs inside the runtime whatever broker it runs against.
 //!
-//! - [`export`]: everything an operator watches, in the Prometheus exposition format, read from
-//!   the parts' own counters at each scrape (nothing on the hot path knows about Prometheus);
-//! - [`health`]: liveness and readiness;
-//! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP.
-
-pub mod export;
-pub mod health;
-pub mod server;
+//! A leaf: the parts count into it, and [`crate::endpoint`] reads it for operators.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -225,8 +225,12 @@ impl Pipeline {
         let summary = self.stages.counters.summary();
         // Nothing else holds the stages now (the reload watcher and the metrics hold them
         // weakly): the plugin's threads finish what they hold and are joined.
-        match Arc::try_unwrap(self.stages).map(|stages| Arc::try_unwrap(stages.into_plugin())) {
-            Ok(Ok(pool)) => pool.shutdown(),
+        let pool = Arc::try_unwrap(self.stages)
+            .ok()
+            .and_then(Stages::into_plugin)
+            .map(Arc::try_unwrap);
+        match pool {
+            Some(Ok(pool)) => pool.shutdown(),
             _ => tracing::warn!("plugin workers still referenced at shutdown"),
         }
         result?;

@@ -1,7 +1,7 @@
 //! Processing a batch: the plugin's `prepare`, the model calls it asks for, its `complete`, and
 //! for every record one [`Outcome`]: the outputs to produce or the failure to dead-letter.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -12,7 +12,7 @@ use crate::failure::{Failure, Reason};
 use crate::inference::Inference;
 use crate::kafka::headers::RawHeader;
 use crate::metrics::Counters;
-use crate::plugin::PluginPool;
+use crate::plugin::{Current, PluginPool};
 use crate::sink::Form;
 use crate::source::Consumed;
 
@@ -89,7 +89,7 @@ impl Batch {
 /// What processing a batch needs, shared by the batches in flight.
 pub(crate) struct Stages {
     /// The plugin in use; a reload swaps it while batches in flight finish on the old one.
-    plugin: RwLock<Arc<PluginPool>>,
+    plugin: Arc<Current>,
     pub(crate) inference: Inference,
     pub(crate) counters: Arc<Counters>,
 }
@@ -97,7 +97,7 @@ pub(crate) struct Stages {
 impl Stages {
     pub(crate) fn new(plugin: PluginPool, inference: Inference) -> Self {
         Self {
-            plugin: RwLock::new(Arc::new(plugin)),
+            plugin: Arc::new(Current::new(plugin)),
             inference,
             counters: Arc::new(Counters::default()),
         }
@@ -105,24 +105,17 @@ impl Stages {
 
     /// The plugin new batches use.
     pub(crate) fn plugin(&self) -> Arc<PluginPool> {
-        // A poisoned lock still holds a valid Arc: the swap cannot panic half-way.
-        self.plugin
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.plugin.get()
     }
 
-    /// Makes `plugin` the one new batches use; returns the one it replaces.
-    pub(crate) fn swap_plugin(&self, plugin: PluginPool) -> Arc<PluginPool> {
-        let mut current = self.plugin.write().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *current, Arc::new(plugin))
+    /// The slot a reload swaps the plugin in.
+    pub(crate) fn current(&self) -> &Arc<Current> {
+        &self.plugin
     }
 
     /// The plugin in use, once nothing else holds it (at shutdown).
-    pub(super) fn into_plugin(self) -> Arc<PluginPool> {
-        self.plugin
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn into_plugin(self) -> Option<Arc<PluginPool>> {
+        Arc::try_unwrap(self.plugin).ok().map(Current::into_inner)
     }
 }
 

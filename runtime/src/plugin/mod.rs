@@ -13,6 +13,7 @@
 
 mod bindings;
 mod clocks;
+mod current;
 mod fields;
 mod guard;
 mod instance;
@@ -31,6 +32,7 @@ use wasmtime::{Config, Engine, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginSettings;
+pub(crate) use current::Current;
 pub use fields::FieldReader;
 pub use pool::{Completed, PluginPool, Prepared, Route};
 pub use stats::PluginStats;

@@ -16,8 +16,8 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::Exported;
 use super::health::{Health, Parts};
+use crate::metrics::Exported;
 use crate::plugin::Export;
 
 /// The registry `/metrics` encodes: everything comes from `health`'s view of the runtime.
