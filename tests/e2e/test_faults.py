@@ -390,15 +390,36 @@ def test_sigterm_with_the_model_server_down_and_the_breaker_open_exits_in_time(
     assert not missing, f"ids never scored after the restart: {some(missing)}"
 
 
+def repeats_by_phase(outputs, phases: list[tuple[str, float]]) -> dict[str, int]:
+    """Every repeated score, counted in the phase its repeat was produced in: ``phases`` are
+    (name, start in ms since the epoch), in order; a repeat is each copy after an id's first."""
+    copies: dict[int, list[int]] = {}
+    for r in outputs:
+        copies.setdefault(json.loads(r.value)["id"], []).append(r.timestamp or 0)
+    counts = {name: 0 for name, _ in phases}
+    for stamps in copies.values():
+        for stamp in sorted(stamps)[1:]:
+            phase = phases[0][0]
+            for name, since in phases:
+                if stamp >= since:
+                    phase = name
+            counts[phase] += 1
+    return counts
+
+
 def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_go_back(
     broker, overrides, start_runtime
 ):
     """Three runtimes in one group over six partitions; one SIGKILLed and one added mid-run. Every
-    record is scored, and the committed offsets, sampled throughout, never move backwards."""
+    record is scored, the committed offsets, sampled throughout, never move backwards, and the
+    repeats of each phase (by when they were produced) stay within what it could leave
+    unfinished: members joining one by one hand over only the records in flight (max-pending
+    each; what is finished is committed as partitions are revoked), a crash also the dead
+    member's work past its last commit, and leaving with SIGTERM (a drain first) nothing."""
     import threading
     import uuid
 
-    count, partitions = 90_000, 6
+    count, partitions, max_pending, commit_interval = 90_000, 6, 1_000, 0.2
     suffix = uuid.uuid4().hex[:10]
     topic_in, topic_out, topic_dl, group = f"scale-in-{suffix}", f"scale-out-{suffix}", f"scale-dl-{suffix}", f"scale-{suffix}"
     kafka.create_topics(broker.bootstrap, {topic_in: partitions, topic_out: partitions, topic_dl: 1})
@@ -406,8 +427,8 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
     settings = {
         **embedded(overrides),
         "kafka.group-id": group, "kafka.input-topic": topic_in, "kafka.output-topic": topic_out,
-        "kafka.dead-letter-topic": topic_dl, "pipeline.max-pending": 1_000,
-        "kafka.commit-interval": '"200ms"',
+        "kafka.dead-letter-topic": topic_dl, "pipeline.max-pending": max_pending,
+        "kafka.commit-interval": f'"{int(commit_interval * 1000)}ms"',
     }
     backwards: list[str] = []
     samples = 0
@@ -435,8 +456,12 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
     runtimes = [start_runtime(settings) for _ in range(3)]
     with kafka.TopicReader(broker.bootstrap, topic_out) as reader:
         outputs = reader.read(count // 4, timeout=OUTPUT_TIMEOUT)
+        acknowledged_within = min(acknowledgement_p99(runtimes[0]), 5.0)
+        killed_ms = time.time() * 1000
         runtimes[0].signal(signal.SIGKILL)
         assert runtimes[0].wait(10) is not None
+        # A replacement joins at once, as an orchestrator starts one: tansu does not expire the
+        # dead member's session, so without a join its partitions would wait.
         runtimes.append(start_runtime(settings))
         missing = ids - set(ids_of(outputs))
         deadline = time.monotonic() + OUTPUT_TIMEOUT
@@ -444,6 +469,7 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
             outputs += reader.read(len(missing), timeout=1.0)
             missing = ids - set(ids_of(outputs))
         took = time.monotonic() - started
+        leaving_ms = time.time() * 1000
         for r in runtimes[1:]:
             r.signal(signal.SIGTERM)
         statuses = [r.wait(STOP_TIMEOUT) for r in runtimes[1:]]
@@ -452,11 +478,29 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
     sampler.join(15)
     seen = ids_of(outputs)
     missing = sorted(ids - set(seen))
+    repeats = repeats_by_phase(outputs, [("start", 0.0), ("crash", killed_ms), ("leave", leaving_ms)])
+    # What the dead member may have finished past its last commit: every output of the group in
+    # the commit interval, the acknowledgement time and some slack before the kill.
+    since = killed_ms - (commit_interval + acknowledged_within + 0.25) * 1000
+    finished_late = sum(1 for r in outputs if r.timestamp is not None and since <= r.timestamp < killed_ms)
+    bounds = {
+        # Three members joining one by one: the first gives its records in flight up twice, the
+        # second once.
+        "start": 3 * max_pending,
+        # The dead member's in flight and finished late, then the two survivors' records in
+        # flight when the replacement joins.
+        "crash": max_pending + finished_late + 2 * max_pending,
+        # A drain before leaving, and nothing left to hand over.
+        "leave": 0,
+    }
     report("scale-out", records_in=count, out=len(outputs), dead_lettered=0,
            duplicated=sum(n - 1 for n in seen.values()), lost=len(missing), partitions=partitions,
-           runtimes="3-1+1", offset_samples=samples, backwards=len(backwards), seconds=round(took, 1))
+           runtimes="3-1+1", repeats_by_phase=repeats, bound_by_phase=bounds,
+           offset_samples=samples, backwards=len(backwards), seconds=round(took, 1))
     assert not missing, f"ids never scored: {some(missing)}"
     assert statuses == [0, 0, 0], statuses
     assert samples > 3, "too few samples of the committed offsets to say anything"
     assert not backwards, f"committed offsets moved backwards: {backwards[:5]}"
+    over = {p: (repeats[p], bounds[p]) for p in bounds if repeats[p] > bounds[p]}
+    assert not over, f"repeats beyond what the phase could leave unfinished (repeats, bound): {over}"
     assert kafka.committed_offsets(broker.bootstrap, group, topic_in) == produced.end_offsets()
