@@ -445,75 +445,11 @@ fn output_refused(error: &SinkError) -> Failure {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+    use super::super::outlet::scripted::Scripted;
     use super::*;
     use crate::contract::OutputRecord;
-    use crate::kafka::headers::RawHeader;
-
-    /// A sink that answers from a script (queued when the script is out) and notes what it
-    /// was given.
-    #[derive(Debug, Default)]
-    struct Scripted {
-        answers: Mutex<VecDeque<Result<Sent, SinkError>>>,
-        sent: Mutex<Vec<(usize, String)>>,
-        acks: Arc<Acks>,
-    }
-
-    impl Scripted {
-        fn answering(answers: Vec<Result<Sent, SinkError>>) -> Self {
-            Self {
-                answers: Mutex::new(answers.into()),
-                ..Self::default()
-            }
-        }
-
-        fn answer(&self, token: usize, what: String) -> Result<Sent, SinkError> {
-            let answer = self.answers.lock().expect("script").pop_front();
-            let answer = answer.unwrap_or(Ok(Sent::Queued));
-            if matches!(answer, Ok(Sent::Queued)) {
-                self.sent.lock().expect("script").push((token, what));
-            }
-            answer
-        }
-
-        fn sent(&self) -> Vec<(usize, String)> {
-            self.sent.lock().expect("script").clone()
-        }
-    }
-
-    impl Outlet for Scripted {
-        fn send(
-            &self,
-            record: &OutputRecord,
-            _: &[(&str, &[u8])],
-            token: usize,
-        ) -> Result<Sent, SinkError> {
-            let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
-            self.answer(token, value.into_owned())
-        }
-
-        fn send_dead_letter(
-            &self,
-            _: &InputRecord,
-            _: Option<&[RawHeader]>,
-            failure: &Failure,
-            _: &str,
-            form: Form,
-            token: usize,
-        ) -> Result<Sent, SinkError> {
-            self.answer(
-                token,
-                format!("dead letter {form:?} {}", failure.reason.code()),
-            )
-        }
-
-        fn acks(&self) -> &Arc<Acks> {
-            &self.acks
-        }
-    }
 
     /// A gate that is always open and notes the offsets that entered.
     #[derive(Default)]

@@ -7,16 +7,14 @@ use std::sync::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tonic::Status;
 
+use super::super::outlet::scripted::Scripted;
 use super::*;
 use crate::config::{self, Mode};
-use crate::contract::OutputRecord;
-use crate::failure::Failure;
 use crate::inference::Inference;
-use crate::inference::scripted::Scripted;
-use crate::kafka::headers::RawHeader;
+use crate::inference::scripted::Scripted as ScriptedModel;
 use crate::metrics::Counters;
 use crate::plugin::{PluginHost, PluginPool};
-use crate::sink::{Ack, Acks, Form, Sent};
+use crate::sink::Ack;
 use crate::source::Consumed;
 
 /// The consumer's half: notes every store, as (partition, last finished offset).
@@ -53,68 +51,6 @@ impl Input for Stores {
 
     fn assignments(&self) -> u64 {
         1
-    }
-}
-
-/// What the sink was given: (token, partition of the input, value); dead letters as
-/// `dead letter <reason>`.
-type Log = Arc<Mutex<Vec<(usize, String)>>>;
-
-/// A sink that queues everything and notes it; it acknowledges at once when `at_once`, with
-/// `error` for the first acknowledgement if set, else the test acknowledges through `acks`.
-struct Broker {
-    log: Log,
-    acks: Arc<Acks>,
-    at_once: bool,
-    error: Mutex<Option<KafkaError>>,
-}
-
-impl Broker {
-    fn new(at_once: bool) -> Self {
-        Self {
-            log: Log::default(),
-            acks: Arc::default(),
-            at_once,
-            error: Mutex::new(None),
-        }
-    }
-
-    fn queued(&self, token: usize, what: String) -> Result<Sent, SinkError> {
-        self.log.lock().expect("log").push((token, what));
-        if self.at_once {
-            let error = self.error.lock().expect("error").take();
-            let error = error.map(|e| (e, "out".to_owned()));
-            self.acks.push(Ack { token, error });
-        }
-        Ok(Sent::Queued)
-    }
-}
-
-impl Outlet for Broker {
-    fn send(
-        &self,
-        record: &OutputRecord,
-        _: &[(&str, &[u8])],
-        token: usize,
-    ) -> Result<Sent, SinkError> {
-        let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
-        self.queued(token, value.into_owned())
-    }
-
-    fn send_dead_letter(
-        &self,
-        _: &InputRecord,
-        _: Option<&[RawHeader]>,
-        failure: &Failure,
-        _: &str,
-        _: Form,
-        token: usize,
-    ) -> Result<Sent, SinkError> {
-        self.queued(token, format!("dead letter {}", failure.reason.code()))
-    }
-
-    fn acks(&self) -> &Arc<Acks> {
-        &self.acks
     }
 }
 
@@ -201,7 +137,7 @@ fn batch(records: impl IntoIterator<Item = (i32, i64)>) -> Batch {
 /// A run of the loop over `batches`, in at-least-once mode.
 struct Run {
     settings: config::Settings,
-    model: Arc<Scripted>,
+    model: Arc<ScriptedModel>,
     stages: Arc<Stages>,
     stores: Arc<Stores>,
     permits: Semaphore,
@@ -214,7 +150,7 @@ impl Run {
         let plugin = host.load(&settings.plugin).expect("fraud plugin loads");
         let pool = PluginPool::start(plugin, 1).expect("plugin pool");
         // Rows of 30 features, `V1` (column 1) is the score.
-        let model = Scripted::new("fraud_probability", 30, 1);
+        let model = ScriptedModel::new("fraud_probability", 30, 1);
         let inference = Inference::scripted(model.clone(), &settings.model);
         Self {
             stages: Arc::new(Stages::new(pool, inference)),
@@ -230,7 +166,7 @@ impl Run {
     async fn drive(
         &self,
         batches: mpsc::Receiver<Batch>,
-        broker: Broker,
+        broker: Scripted,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), PipelineError> {
         let (stop, _stopped) = watch::channel(false);
@@ -284,7 +220,7 @@ async fn every_record_gets_its_own_rows_answer_in_partition_order_and_is_stored(
         .map(|b| batch((0..8).map(move |i| (i % 2, i64::from(b * 8 + i)))))
         .collect();
     let (batches, _) = input(batches, false);
-    let broker = Broker::new(true);
+    let broker = Scripted::acknowledging(None);
     let log = broker.log.clone();
     run.drive(batches, broker, std::future::pending())
         .await
@@ -318,7 +254,7 @@ async fn every_record_gets_its_own_rows_answer_in_partition_order_and_is_stored(
 async fn nothing_is_stored_past_a_record_whose_acknowledgement_is_missing() {
     let run = Run::new("5s");
     let (batches, _) = input(vec![batch((0..8).map(|o| (0, o)))], false);
-    let broker = Broker::new(false);
+    let broker = Scripted::default();
     let (log, acks) = (broker.log.clone(), broker.acks.clone());
     let stores = run.stores.clone();
     let acknowledge = async move {
@@ -360,14 +296,14 @@ async fn records_whose_model_call_fails_are_dead_lettered_and_stored_behind() {
         batch((8..16).map(|o| (0, o))),
     ];
     let (batches, _) = input(batches, false);
-    let broker = Broker::new(true);
+    let broker = Scripted::acknowledging(None);
     let log = broker.log.clone();
     run.drive(batches, broker, std::future::pending())
         .await
         .expect("a failed model call does not end the run");
     let log = log.lock().expect("log");
     let dead: Vec<&str> = log.iter().take(8).map(|(_, v)| v.as_str()).collect();
-    assert_eq!(dead, ["dead letter model-unavailable"; 8]);
+    assert_eq!(dead, ["dead letter Full model-unavailable"; 8]);
     let ids: Vec<i64> = verdicts(&log).iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, (8..16).collect::<Vec<_>>());
     assert_eq!(run.stores.last(0), Some(15));
@@ -377,10 +313,9 @@ async fn records_whose_model_call_fails_are_dead_lettered_and_stored_behind() {
 async fn a_delivery_failure_ends_the_run_with_nothing_stored_past_it() {
     let run = Run::new("5s");
     let (batches, _) = input(vec![batch((0..8).map(|o| (0, o)))], false);
-    let broker = Broker::new(true);
-    *broker.error.lock().expect("error") = Some(KafkaError::MessageProduction(
+    let broker = Scripted::acknowledging(Some(KafkaError::MessageProduction(
         RDKafkaErrorCode::MessageTimedOut,
-    ));
+    )));
     let ran = run.drive(batches, broker, std::future::pending()).await;
     assert!(
         matches!(ran, Err(PipelineError::Sink(_))),
@@ -393,7 +328,7 @@ async fn a_delivery_failure_ends_the_run_with_nothing_stored_past_it() {
 async fn a_drain_whose_acknowledgements_never_come_ends_at_the_shutdown_timeout() {
     let run = Run::new("300ms");
     let (batches, _input) = input(vec![batch((0..8).map(|o| (0, o)))], true);
-    let broker = Broker::new(false);
+    let broker = Scripted::default();
     let log = broker.log.clone();
     let asked = async move {
         while log.lock().expect("log").len() < 8 {
