@@ -460,8 +460,8 @@ def test_scale_out_three_runtimes_one_killed_one_added_committed_offsets_never_g
         killed_ms = time.time() * 1000
         runtimes[0].signal(signal.SIGKILL)
         assert runtimes[0].wait(10) is not None
-        # A replacement joins at once, as an orchestrator starts one: tansu does not expire the
-        # dead member's session, so without a join its partitions would wait.
+        # A replacement joins at once, as an orchestrator starts one: the hand-off then does not
+        # depend on the broker expiring the dead member's session.
         runtimes.append(start_runtime(settings))
         missing = ids - set(ids_of(outputs))
         deadline = time.monotonic() + OUTPUT_TIMEOUT
