@@ -161,8 +161,8 @@ impl Run {
         }
     }
 
-    /// Drives `batches` through to `broker` until the loop ends; the input stays open while
-    /// `input` is held, and `shutdown` asks for the drain.
+    /// Drives `batches` through to `broker` until the loop ends: the input ends when the
+    /// channel's sender is gone, and `shutdown` asks for the drain.
     async fn drive(
         &self,
         batches: mpsc::Receiver<Batch>,
